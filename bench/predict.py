@@ -1,0 +1,168 @@
+"""Prediction speed and memory against a random init measured in the same run.
+
+For ViT-Ti/S/B (224 px, patch 16) and GPT-2 small, prints the graph, encode, decode and total
+milliseconds (median of ``--repeats``), the peak extra resident memory during one prediction
+(measured in a fresh subprocess) relative to the output size, and the time of the baseline
+``timm.create_model(name, pretrained=False)`` (``GPT2LMHeadModel(GPT2Config())`` for GPT-2).
+
+    python bench/predict.py [--repeats 5] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as `tal` and the service run
+
+import torch
+
+from tal.formats import export_plan
+from tal.graph import build_graph
+from tal.learngene import load_default
+from tal.specs import GPT2Spec, parse_arch
+
+MODELS = {
+    "vit_tiny_patch16_224": "timm",
+    "vit_small_patch16_224": "timm",
+    "vit_base_patch16_224": "timm",
+    "gpt2": "hf",
+}
+MIB = 2**20
+
+
+def arch_of(name: str):
+    return GPT2Spec() if name == "gpt2" else parse_arch(name)
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+        del result
+    return statistics.median(times)
+
+
+def baseline(name: str):
+    if name == "gpt2":
+        import transformers
+
+        config = transformers.GPT2Config()
+        return lambda: transformers.GPT2LMHeadModel(config)
+    import timm
+
+    return lambda: timm.create_model(name, pretrained=False)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss() -> None:
+    """Resets VmHWM (Linux >= 4.0); a child's ru_maxrss can carry the parent's peak."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def peak_rss_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status")
+
+
+def peak_extra_memory(name: str) -> None:
+    """Runs in a subprocess: prints peak RSS growth during one prediction and the output size."""
+    learngene = load_default(device="cpu")
+    spec, fmt = arch_of(name), MODELS[name]
+    learngene.predict({"family": "vit", "depth": 1, "embed_dim": 8, "num_heads": 1})  # warm-up
+    build_graph(spec)
+    reset_peak_rss()
+    before = rss_bytes()
+    state = learngene.predict(spec, format=fmt)
+    peak = peak_rss_bytes()
+    output = sum(t.numel() * t.element_size() for t in {id(t): t for t in state.values()}.values())
+    print(json.dumps({"extra": max(peak - before, 0), "output": output}))
+
+
+def measure(name: str, repeats: int) -> dict[str, float]:
+    learngene = load_default(device="cpu")
+    hypernet = learngene.hypernet
+    spec, fmt = arch_of(name), MODELS[name]
+    plan = export_plan(spec, fmt)
+    with torch.inference_mode():
+        learngene.predict(spec, format=fmt)  # warm caches (basis features, graph tensors)
+        graph_s = median_seconds(lambda: build_graph.__wrapped__(spec), repeats)
+        encode_s = median_seconds(lambda: hypernet.encode(spec), repeats)
+        nodes = hypernet.encode(spec)
+        decode_s = median_seconds(lambda: hypernet.decoder(nodes, plan), repeats)
+        total_s = median_seconds(lambda: learngene.predict(spec, format=fmt), repeats)
+    baseline_s = median_seconds(baseline(name), repeats)
+    memory = json.loads(
+        subprocess.run(
+            [sys.executable, __file__, "--memory-of", name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    return {
+        "graph_ms": graph_s * 1e3,
+        "encode_ms": encode_s * 1e3,
+        "decode_ms": decode_s * 1e3,
+        "total_ms": total_s * 1e3,
+        "baseline_ms": baseline_s * 1e3,
+        "ratio_to_baseline": total_s / baseline_s,
+        "output_mib": memory["output"] / MIB,
+        "peak_extra_mib": memory["extra"] / MIB,
+        "peak_extra_over_output": memory["extra"] / memory["output"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_of:
+        peak_extra_memory(args.memory_of)
+        return
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}, "
+        f"checkpoint {load_default(device='cpu').model_version}"
+    )
+    header = (
+        f"{'model':24} {'graph ms':>9} {'encode ms':>10} {'decode ms':>10} {'total ms':>9} "
+        f"{'baseline ms':>12} {'ratio':>6} {'out MiB':>8} {'extra MiB':>10} {'extra/out':>9}"
+    )
+    print(header)
+    results = {}
+    for name in args.models:
+        r = results[name] = measure(name, args.repeats)
+        print(
+            f"{name:24} {r['graph_ms']:9.2f} {r['encode_ms']:10.1f} {r['decode_ms']:10.1f} "
+            f"{r['total_ms']:9.1f} {r['baseline_ms']:12.1f} {r['ratio_to_baseline']:6.2f} "
+            f"{r['output_mib']:8.1f} {r['peak_extra_mib']:10.1f} "
+            f"{r['peak_extra_over_output']:9.2f}"
+        )
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

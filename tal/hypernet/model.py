@@ -1,0 +1,65 @@
+"""The TAL hypernetwork: graph encoder + task conditioning + parameter decoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tal.formats import OutputFormat, check_format, export_plan
+from tal.graph import build_graph
+from tal.hypernet.config import HypernetConfig
+from tal.hypernet.decoder import ParamDecoder
+from tal.hypernet.encoder import GraphEncoder
+from tal.specs import GPT2Spec, ViTSpec
+
+
+class TALHypernet(nn.Module):
+    """Predicts every parameter of a ViT or GPT-2 spec, optionally conditioned on a task.
+
+    Parameters are created from ``config.init_seed``, so two fresh hypernetworks with the same
+    config are identical.
+    """
+
+    def __init__(self, config: HypernetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or HypernetConfig()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.init_seed)
+            self.encoder = GraphEncoder(self.config.encoder)
+            self.decoder = ParamDecoder(self.config.decoder, self.config.encoder.hidden)
+        self._graph_tensors: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.kind_embedding.weight.device
+
+    def encode(self, spec: ViTSpec | GPT2Spec, task: torch.Tensor | None = None) -> torch.Tensor:
+        """Node embeddings ``(N, hidden)`` of the spec's graph."""
+        key = (spec.spec_hash(), str(self.device))
+        graph_tensors = self._graph_tensors.get(key)
+        if graph_tensors is None:
+            graph_tensors = build_graph(spec).tensors(self.device)
+            self._graph_tensors[key] = graph_tensors
+        if task is not None:
+            task = task.to(self.device, torch.float32)
+        return self.encoder(graph_tensors, task)
+
+    def forward(
+        self,
+        spec: ViTSpec | GPT2Spec,
+        task: torch.Tensor | None = None,
+        fmt: OutputFormat = "timm",
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ) -> dict[str, torch.Tensor]:
+        """``{name: tensor}`` loadable with ``strict=True`` into the model of ``spec`` in ``fmt``.
+
+        Args:
+            spec: the target architecture.
+            task: ``(task_dim,)`` task embedding, or None for the unconditioned prediction.
+            fmt: ``"timm"`` or ``"hf"`` tensor names.
+            seed: seed of the full-rank residual.
+            dtype: output dtype.
+        """
+        plan = export_plan(spec, check_format(spec, fmt))
+        return self.decoder(self.encode(spec, task), plan, seed=seed, dtype=dtype)

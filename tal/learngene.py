@@ -1,0 +1,169 @@
+"""A learngene: a hypernetwork plus the task embeddings it knows, loadable from the store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from tal import store
+from tal.formats import OutputFormat
+from tal.hypernet import HypernetConfig, TALHypernet
+from tal.specs import SpecLike, parse_arch
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+UNTRAINED_NAME = "untrained"
+CHECKPOINT_FORMAT = 1
+
+
+class UnknownTaskError(KeyError):
+    """A task name the learngene has no embedding for."""
+
+    def __init__(self, task: str, known: list[str]) -> None:
+        self.task, self.known = task, known
+        super().__init__(f"unknown task {task!r}; known tasks: {known or 'none (untrained)'}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, not {name!r}")
+    return DTYPES[name]
+
+
+def code_version() -> str:
+    """The git commit of the code, when run from a checkout."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class Learngene:
+    """A hypernetwork with its task table and identity (``name``/``version``)."""
+
+    hypernet: TALHypernet
+    tasks: dict[str, torch.Tensor] = field(default_factory=dict)
+    name: str = UNTRAINED_NAME
+    version: str = "0"
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @classmethod
+    def fresh(cls, config: HypernetConfig | None = None) -> Learngene:
+        """A freshly initialised (untrained, deterministic) learngene with no tasks."""
+        return cls(TALHypernet(config).eval())
+
+    def task_embedding(self, task: str | torch.Tensor | None) -> torch.Tensor | None:
+        """Resolves a task name (or passes an embedding through); None = unconditioned."""
+        if task is None or isinstance(task, torch.Tensor):
+            return task
+        if task not in self.tasks:
+            raise UnknownTaskError(task, sorted(self.tasks))
+        return self.tasks[task]
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        arch: SpecLike,
+        task: str | torch.Tensor | None = None,
+        format: OutputFormat = "timm",
+        dtype: str = "float32",
+        seed: int = 0,
+    ) -> dict[str, torch.Tensor]:
+        """Predicted weights of ``arch`` for ``task``, loadable with ``strict=True``."""
+        spec = parse_arch(arch)
+        return self.hypernet(spec, self.task_embedding(task), format, seed, parse_dtype(dtype))
+
+    def save(
+        self,
+        name: str,
+        version: str,
+        root: Path | None = None,
+        extra_manifest: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Writes this learngene as ``<root>/<name>/<version>/`` (atomic, hashed)."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.hypernet.state_dict().items()}
+        config = self.hypernet.config.to_json()
+        files = {
+            store.HYPERNET_FILE: safetensors.torch.save(state, metadata={"config": config}),
+            store.TASKS_FILE: safetensors.torch.save(
+                {k: v.detach().cpu().float().contiguous() for k, v in self.tasks.items()}
+            ),
+        }
+        manifest = {
+            "checkpoint_format": CHECKPOINT_FORMAT,
+            "name": name,
+            "version": version,
+            "config": json.loads(config),
+            "tasks": sorted(self.tasks),
+            "code_version": code_version(),
+            **(extra_manifest or {}),
+        }
+        return store.write_version(name, version, files, manifest, root, overwrite)
+
+    @classmethod
+    def load(
+        cls,
+        name: str = store.DEFAULT_NAME,
+        version: str = store.LATEST,
+        root: Path | None = None,
+        device: str | torch.device | None = None,
+    ) -> Learngene:
+        """Loads and verifies a stored learngene (hash-checked, safetensors only)."""
+        path = store.resolve(name, version, root)
+        manifest = store.verify(path)
+        config = HypernetConfig.from_dict(manifest["config"])
+        hypernet = TALHypernet(config)
+        state = safetensors.torch.load_file(path / store.HYPERNET_FILE)
+        try:
+            hypernet.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise store.StoreError(
+                f"{path}: weights do not match the manifest config: {exc}"
+            ) from exc
+        tasks = safetensors.torch.load_file(path / store.TASKS_FILE)
+        target = torch.device(device) if device else default_device()
+        learngene = cls(
+            hypernet.eval().to(target),
+            {k: v.to(target) for k, v in tasks.items()},
+            manifest["name"],
+            manifest["version"],
+            manifest,
+        )
+        return learngene
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_default(root: Path | None = None, device: str | torch.device | None = None) -> Learngene:
+    """The shipped default learngene, or a fresh untrained one when the store has none."""
+    if store.list_versions(store.DEFAULT_NAME, root):
+        return Learngene.load(store.DEFAULT_NAME, store.LATEST, root, device)
+    learngene = Learngene.fresh()
+    return Learngene(learngene.hypernet.to(device or default_device()))

@@ -1,0 +1,63 @@
+"""Offline image-classification task suite.
+
+Every task of the suite is 32x32 grayscale (``SUITE_IMAGE_SIZE``, ``SUITE_IN_CHANS``) so one
+model can consume all of them. Sources are Debian packages only (no download at run time):
+Fashion-MNIST (``dataset-fashion-mnist``) and glyphs rendered from Debian fonts.
+
+    >>> from tal.tasks import list_tasks, load_task
+    >>> data = load_task("glyphs_digits", "train")   # TaskData: images (N,1,32,32), labels (N,)
+
+Users' own data comes in through ``load_image_folder``, ``load_npz``, ``load_torchvision`` and
+``load_hf_dataset``, which return the same ``TaskData``.
+"""
+
+from .cache import DATA_DIR_ENV, resolve_data_dir
+from .data import (
+    SPLITS,
+    SUITE_IMAGE_SIZE,
+    SUITE_IN_CHANS,
+    NormStats,
+    Split,
+    SplitSizes,
+    TaskData,
+    TaskInfo,
+)
+from .errors import TaskSourceMissingError, UnknownTaskError
+from .registry import (
+    clear_memory_cache,
+    data_fingerprint,
+    get_task_info,
+    held_out_task,
+    list_tasks,
+    load_task,
+    required_apt_packages,
+    task_names,
+)
+from .user_data import load_hf_dataset, load_image_folder, load_npz, load_torchvision
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "SPLITS",
+    "SUITE_IMAGE_SIZE",
+    "SUITE_IN_CHANS",
+    "NormStats",
+    "Split",
+    "SplitSizes",
+    "TaskData",
+    "TaskInfo",
+    "TaskSourceMissingError",
+    "UnknownTaskError",
+    "clear_memory_cache",
+    "data_fingerprint",
+    "get_task_info",
+    "held_out_task",
+    "list_tasks",
+    "load_hf_dataset",
+    "load_image_folder",
+    "load_npz",
+    "load_task",
+    "load_torchvision",
+    "required_apt_packages",
+    "resolve_data_dir",
+    "task_names",
+]

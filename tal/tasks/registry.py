@@ -1,0 +1,268 @@
+"""The named tasks of the suite and the functions that load them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import fashion_mnist
+from .cache import resolve_data_dir
+from .data import (
+    SPLITS,
+    SUITE_IMAGE_SIZE,
+    SUITE_IN_CHANS,
+    NormStats,
+    SplitSizes,
+    TaskData,
+    TaskInfo,
+    check_split,
+)
+from .errors import UnknownTaskError
+from .fonts import FONT_DIRS_ENV
+from .glyphs import GlyphClass, GlyphTaskSpec, load_glyph_task_raw
+from .preprocess import norm_stats_from_uint8, normalize, to_unit_float
+
+FONT_SOURCE = "rendered:debian-fonts"
+
+LATIN_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+LATIN_LOWER = "abcdefghijklmnopqrstuvwxyz"
+DIGITS = "0123456789"
+GREEK_LOWER = "αβγδεζηθικλμνξοπρστυφχψω"
+"""The 24 lowercase Greek letters (final sigma left out: it is a form of sigma)."""
+
+# The script task keeps only letters that no other class of it draws alike. Left out: Latin I l O o
+# (like the digits 1 and 0); Cyrillic letters shaped like Latin ones or like Latin small capitals,
+# and Cyrillic Ze (like the digit 3); Hebrew vav and final nun, and Arabic alef (plain vertical
+# strokes, like l and 1).
+SCRIPT_LATIN = "".join(c for c in LATIN_UPPER + LATIN_LOWER if c not in "IlOo")
+SCRIPT_CYRILLIC = "БДЖИЙЛЦЧШЩЪЫЭЮЯгджийлпфцчшщъыьэюя"
+SCRIPT_HEBREW = "אבגדהזחטיךכלםמנסעףפץצקרשת"
+SCRIPT_ARABIC = "بةتثجحخدذرزسشصضطظعغفقكلمنهوىي"
+
+
+def _one_char_classes(chars: str) -> tuple[GlyphClass, ...]:
+    return tuple(GlyphClass(c, c) for c in chars)
+
+
+GLYPH_SPECS: tuple[GlyphTaskSpec, ...] = (
+    GlyphTaskSpec(
+        name="glyphs_latin",
+        description="Which of the 52 Latin letters (case-sensitive) is drawn; few examples per "
+        "class, many fonts and distortions (Omniglot-like).",
+        classes=_one_char_classes(LATIN_UPPER + LATIN_LOWER),
+        per_class=SplitSizes(train=20, val=5, test=10),
+        seed=1_001,
+    ),
+    GlyphTaskSpec(
+        name="glyphs_script",
+        description="Which writing system a character belongs to: Latin, Cyrillic, Hebrew, "
+        "Arabic or digit (upright faces only; cross-script look-alikes removed).",
+        classes=(
+            GlyphClass("latin", SCRIPT_LATIN),
+            GlyphClass("cyrillic", SCRIPT_CYRILLIC),
+            GlyphClass("hebrew", SCRIPT_HEBREW),
+            GlyphClass("arabic", SCRIPT_ARABIC),
+            GlyphClass("digit", DIGITS),
+        ),
+        per_class=SplitSizes(train=1_200, val=200, test=400),
+        seed=1_002,
+        upright_only=True,
+    ),
+    GlyphTaskSpec(
+        name="glyphs_digits",
+        description="Which digit 0-9 is drawn (MNIST-like, from fonts).",
+        classes=_one_char_classes(DIGITS),
+        per_class=SplitSizes(train=300, val=50, test=100),
+        seed=1_003,
+    ),
+    GlyphTaskSpec(
+        name="glyphs_greek",
+        description="Which of the 24 lowercase Greek letters is drawn; held out of multi-task "
+        "training as the unseen task (no task above draws Greek letters).",
+        classes=_one_char_classes(GREEK_LOWER),
+        per_class=SplitSizes(train=20, val=5, test=15),
+        seed=1_004,
+        held_out_of_stage2=True,
+    ),
+)
+_GLYPH_SPECS_BY_NAME = {spec.name: spec for spec in GLYPH_SPECS}
+
+FASHION_MNIST = "fashion_mnist"
+FASHION_CONFIG = fashion_mnist.FashionMnistConfig()
+
+_TASKS: tuple[TaskInfo, ...] = (
+    TaskInfo(
+        name=FASHION_MNIST,
+        source=f"debian:{fashion_mnist.APT_PACKAGE}",
+        num_classes=fashion_mnist.NUM_CLASSES,
+        image_size=SUITE_IMAGE_SIZE,
+        in_chans=SUITE_IN_CHANS,
+        description="Fashion-MNIST clothing photos (10 classes), 28x28 zero-padded to 32x32; "
+        "val is a fixed seeded subset of the official training set.",
+        split_sizes=FASHION_CONFIG.split_sizes,
+        class_names=fashion_mnist.CLASS_NAMES,
+        apt_packages=(fashion_mnist.APT_PACKAGE,),
+    ),
+    *(
+        TaskInfo(
+            name=spec.name,
+            source=FONT_SOURCE,
+            num_classes=spec.num_classes,
+            image_size=spec.image_size,
+            in_chans=SUITE_IN_CHANS,
+            description=spec.description,
+            split_sizes=spec.split_sizes,
+            class_names=tuple(c.name for c in spec.classes),
+            apt_packages=spec.apt_packages,
+            held_out_of_stage2=spec.held_out_of_stage2,
+        )
+        for spec in GLYPH_SPECS
+    ),
+)
+_TASKS_BY_NAME = {info.name: info for info in _TASKS}
+
+
+def list_tasks() -> list[TaskInfo]:
+    """Every task of the suite, in a fixed order."""
+    return list(_TASKS)
+
+
+def task_names() -> list[str]:
+    """Names of every task, in the order of ``list_tasks``."""
+    return [info.name for info in _TASKS]
+
+
+def get_task_info(name: str) -> TaskInfo:
+    """The ``TaskInfo`` of task ``name``; ``UnknownTaskError`` (listing known names) if none."""
+    try:
+        return _TASKS_BY_NAME[name]
+    except KeyError:
+        raise UnknownTaskError(name, _TASKS_BY_NAME) from None
+
+
+def held_out_task() -> TaskInfo:
+    """The one task kept out of multi-task (stage 2) training."""
+    (info,) = [info for info in _TASKS if info.held_out_of_stage2]
+    return info
+
+
+def required_apt_packages() -> list[str]:
+    """Debian packages the whole suite needs, in a stable order."""
+    return list(dict.fromkeys(pkg for info in _TASKS for pkg in info.apt_packages))
+
+
+@dataclass(frozen=True)
+class _RawTask:
+    """All splits of a task as uint8 ``(N, S, S)`` images and int64 labels, plus its stats."""
+
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    norm: NormStats
+
+
+_RAW_MEMO: dict[tuple[str, ...], _RawTask] = {}
+_RAW_MEMO_LOCK = threading.Lock()
+
+
+def _memo_key(name: str, data_dir: Path) -> tuple[str, ...]:
+    return (
+        name,
+        str(data_dir),
+        os.environ.get(FONT_DIRS_ENV, ""),
+        os.environ.get(fashion_mnist.SOURCE_DIR_ENV, ""),
+    )
+
+
+def _load_raw(name: str, root: str | os.PathLike[str] | None) -> _RawTask:
+    info = get_task_info(name)
+    data_dir = resolve_data_dir(root)
+    key = _memo_key(info.name, data_dir)
+    with _RAW_MEMO_LOCK:
+        if key in _RAW_MEMO:
+            return _RAW_MEMO[key]
+        if info.name == FASHION_MNIST:
+            splits = fashion_mnist.load_fashion_mnist_raw(data_dir, FASHION_CONFIG)
+        else:
+            splits = load_glyph_task_raw(_GLYPH_SPECS_BY_NAME[info.name], data_dir)
+        for split in SPLITS:
+            images, labels = splits[split]
+            expected = (info.split_sizes[split], info.image_size, info.image_size)
+            if images.shape != expected or labels.shape != expected[:1]:
+                raise RuntimeError(
+                    f"task {name!r} split {split!r}: got images {images.shape} / labels "
+                    f"{labels.shape}, expected {expected}"
+                )
+        raw = _RawTask(splits, norm_stats_from_uint8(splits["train"][0]))
+        _RAW_MEMO[key] = raw
+        return raw
+
+
+def clear_memory_cache() -> None:
+    """Drop the in-process copies of loaded tasks (the on-disk cache is kept)."""
+    with _RAW_MEMO_LOCK:
+        _RAW_MEMO.clear()
+
+
+def load_task(
+    name: str,
+    split: str,
+    root: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+) -> TaskData:
+    """Load one split of a task of the suite.
+
+    Args:
+        name: a task name from ``list_tasks``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        root: data directory (default ``$TAL_DATA_DIR`` or ``~/.cache/tal/tasks``): generated
+            tasks are cached there, and a ``fashion-mnist`` folder in it is searched first for
+            the Fashion-MNIST idx files (then ``$TAL_FASHION_MNIST_DIR``, then the Debian
+            package's folder).
+        limit: keep only the first ``limit`` examples of the (fixed, shuffled) split.
+
+    Returns:
+        ``TaskData`` with ``images`` float32 ``(N, 1, 32, 32)``, normalised with the train
+        split's mean and std, and ``labels`` int64 ``(N,)``. The same call always returns the
+        same values.
+    """
+    info = get_task_info(name)
+    split = check_split(split)
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be non-negative, got {limit}")
+    raw = _load_raw(name, root)
+    images_u8, labels = raw.splits[split]
+    if limit is not None:
+        images_u8, labels = images_u8[:limit], labels[:limit]
+    images = normalize(to_unit_float(images_u8[:, None]), raw.norm)
+    return TaskData(
+        images=images,
+        labels=torch.from_numpy(np.array(labels, dtype=np.int64)),
+        num_classes=info.num_classes,
+        class_names=info.class_names,
+        name=info.name,
+        split=split,
+        norm=raw.norm,
+    )
+
+
+def data_fingerprint(name: str, root: str | os.PathLike[str] | None = None) -> str:
+    """sha256 (hex) over every split's image and label bytes (and shapes) of task ``name``.
+
+    Equal fingerprints mean bit-identical data, so it can be written into run manifests.
+    """
+    raw = _load_raw(name, root)
+    digest = hashlib.sha256(name.encode())
+    for split in SPLITS:
+        images, labels = raw.splits[split]
+        for array in (
+            np.ascontiguousarray(images, dtype=np.uint8),
+            np.ascontiguousarray(labels, dtype="<i8"),
+        ):
+            digest.update(f"{split}:{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()

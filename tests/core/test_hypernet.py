@@ -1,0 +1,98 @@
+"""Decoder scaling, rank, task conditioning, gradients and the baseline switches."""
+
+import math
+
+import pytest
+import torch
+
+from tal.functional import forward_with
+from tal.hypernet import TALHypernet, preset
+from tal.learngene import Learngene
+from tal.models import build_model
+from tal.specs import ViTSpec
+
+SPEC = ViTSpec(depth=2, embed_dim=256, num_heads=4, img_size=32, patch_size=4, num_classes=10)
+
+
+@torch.no_grad()
+def test_weights_have_the_fan_in_variance(fresh_learngene):
+    state = fresh_learngene.predict(SPEC)
+    for name, fan_in, gain in [
+        ("blocks.0.attn.qkv.weight", 256, 1.0),
+        ("blocks.1.mlp.fc1.weight", 256, 2.0),
+        ("blocks.1.mlp.fc2.weight", 1024, 1 / 4),  # residual gain
+        ("patch_embed.proj.weight", 48, 1.0),
+    ]:
+        assert state[name].std().item() == pytest.approx(math.sqrt(gain / fan_in), rel=0.05)
+    assert state["pos_embed"].std().item() == pytest.approx(0.02, rel=0.05)
+    assert torch.equal(state["norm.weight"], torch.ones(256))  # zero-initialised heads
+    assert torch.equal(state["blocks.0.attn.qkv.bias"], torch.zeros(768))
+
+
+@torch.no_grad()
+def test_ours_is_full_rank_and_untiled_while_ghn3_tiles():
+    ours = Learngene.fresh().predict(SPEC)["blocks.0.mlp.fc1.weight"]  # (1024, 256)
+    assert torch.linalg.matrix_rank(ours).item() == 256
+    assert not torch.allclose(ours[:64], ours[64:128])
+    tiled = Learngene.fresh(preset("ghn3")).predict(SPEC)["blocks.0.mlp.fc1.weight"]
+    assert torch.equal(tiled[:64], tiled[64:128])  # GHN-3's repeated blocks
+    assert torch.linalg.matrix_rank(tiled).item() <= 64
+    low_rank = Learngene.fresh(preset("logah")).predict(SPEC)["blocks.0.mlp.fc1.weight"]
+    assert torch.linalg.matrix_rank(low_rank).item() <= 16
+
+
+def test_task_conditioning_is_zero_initialised_then_effective():
+    hypernet = TALHypernet().eval()
+    task = torch.randn(hypernet.config.encoder.task_dim)
+    with torch.no_grad():
+        plain = hypernet(SPEC)["head.weight"]
+        assert torch.equal(hypernet(SPEC, task)["head.weight"], plain)
+        for layer in hypernet.encoder.layers:
+            torch.nn.init.normal_(layer.modulate1.scale.weight, std=0.1)
+        assert not torch.allclose(hypernet(SPEC, task)["head.weight"], plain)
+        with pytest.raises(ValueError, match="task embedding must have shape"):
+            hypernet(SPEC, torch.randn(3))
+
+
+def test_gradients_reach_the_hypernetwork_through_a_real_model():
+    hypernet = TALHypernet()
+    model = build_model(SPEC, "timm")
+    task = torch.randn(hypernet.config.encoder.task_dim)
+    params = hypernet(SPEC, task, seed=1)
+    logits = forward_with(model, params, torch.randn(4, 3, 32, 32))
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    for module in (
+        hypernet.encoder.op_embedding,
+        hypernet.decoder.core_head,
+        hypernet.decoder.scalar_head,
+        hypernet.decoder.vector_head,
+    ):
+        assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
+    assert hypernet.encoder.layers[0].modulate1.scale.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+@torch.no_grad()
+def test_activations_stay_within_an_order_of_magnitude_of_timm_init(fresh_learngene):
+    spec = ViTSpec(depth=6, embed_dim=192, num_heads=3, img_size=32, patch_size=4, num_classes=10)
+    torch.manual_seed(0)
+    images = torch.randn(8, 3, 32, 32)
+
+    def block_stds(model):
+        stds = []
+        hooks = [
+            b.register_forward_hook(lambda m, i, o: stds.append(o.std().item()))
+            for b in model.blocks
+        ]
+        logits = model(images)
+        for hook in hooks:
+            hook.remove()
+        return [*stds, logits.std().item()]
+
+    reference = block_stds(build_model(spec, "timm").eval())
+    predicted_model = build_model(spec, "timm").eval()
+    predicted_model.load_state_dict(fresh_learngene.predict(spec))
+    ours = block_stds(predicted_model)
+    for theirs, mine in zip(reference, ours, strict=True):
+        assert 0.1 < mine / theirs < 10, (reference, ours)
