@@ -12,6 +12,7 @@ import safetensors.torch
 import torch
 
 from tal import store
+from tal.ancestry import Ancestry, NoAncestryError
 from tal.formats import OutputFormat
 from tal.hypernet import HypernetConfig, TALHypernet
 from tal.specs import SpecLike, parse_arch
@@ -66,6 +67,7 @@ class Learngene:
     name: str = UNTRAINED_NAME
     version: str = "0"
     manifest: dict[str, Any] = field(default_factory=dict)
+    ancestry: Ancestry | None = None
 
     @property
     def model_version(self) -> str:
@@ -83,6 +85,30 @@ class Learngene:
         if task not in self.tasks:
             raise UnknownTaskError(task, sorted(self.tasks))
         return self.tasks[task]
+
+    def embed_task(self, images: torch.Tensor) -> torch.Tensor:
+        """A new task's embedding ``(task_dim,)`` from its example images ``(N, C, H, W)``.
+
+        Raises:
+            NoAncestryError: the checkpoint carries no ancestry model.
+        """
+        if self.ancestry is None:
+            raise NoAncestryError(
+                f"checkpoint {self.model_version} has no ancestry model; register the task "
+                "with an embedding vector instead"
+            )
+        return self.ancestry.embed_task(images)
+
+    def add_task(self, name: str, embedding: torch.Tensor) -> None:
+        """Makes ``name`` usable for prediction (in this process)."""
+        expected = (self.hypernet.config.encoder.task_dim,)
+        if tuple(embedding.shape) != expected:
+            raise ValueError(
+                f"task embedding must have shape {expected}, got {tuple(embedding.shape)}"
+            )
+        if not torch.isfinite(embedding).all():
+            raise ValueError("task embedding contains NaN or infinite values")
+        self.tasks[name] = embedding.detach().to(self.hypernet.device, torch.float32)
 
     @torch.inference_mode()
     def predict(
@@ -114,6 +140,8 @@ class Learngene:
                 {k: v.detach().cpu().float().contiguous() for k, v in self.tasks.items()}
             ),
         }
+        if self.ancestry is not None:
+            files[store.ANCESTRY_FILE] = self.ancestry.to_bytes()
         manifest = {
             "checkpoint_format": CHECKPOINT_FORMAT,
             "name": name,

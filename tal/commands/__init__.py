@@ -1,0 +1,1 @@
+"""Sub-commands of the ``tal`` CLI; each module has ``register(subparsers)``."""
