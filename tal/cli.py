@@ -12,6 +12,7 @@ THP_ENV = "THP_MEM_ALLOC_ENABLE"  # PyTorch: huge-page backed CPU tensors (faste
 COMMAND_MODULES = (
     "tal.commands.predict",
     "tal.commands.store",
+    "tal.commands.train",
 )
 
 

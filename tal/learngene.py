@@ -175,14 +175,17 @@ class Learngene:
             ) from exc
         tasks = safetensors.torch.load_file(path / store.TASKS_FILE)
         target = torch.device(device) if device else default_device()
-        learngene = cls(
+        ancestry = None
+        if store.ANCESTRY_FILE in manifest["files"]:
+            ancestry = Ancestry.from_bytes((path / store.ANCESTRY_FILE).read_bytes(), target)
+        return cls(
             hypernet.eval().to(target),
             {k: v.to(target) for k, v in tasks.items()},
             manifest["name"],
             manifest["version"],
             manifest,
+            ancestry,
         )
-        return learngene
 
 
 def default_device() -> torch.device:

@@ -27,6 +27,7 @@ DEFAULT_NAME = "tal-default"
 LATEST = "latest"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HASH_CHUNK_BYTES = 1 << 20
+VERSION_DIR_MODE = 0o755
 
 
 class StoreError(RuntimeError):
@@ -138,6 +139,7 @@ def write_version(
         raise StoreError(f"{target} already exists")
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{version}.", suffix=".partial"))
+    staging.chmod(VERSION_DIR_MODE)  # mkdtemp makes it owner-only; readers may be other users
     try:
         for filename, data in files.items():
             (staging / check_name(filename, "file name")).write_bytes(data)

@@ -1,0 +1,245 @@
+"""``tal train ancestry | stage1 | stage2 | default``: the training job.
+
+Every command takes ``--config FILE.json`` and flags (flags win), shows progress, validates
+periodically and resumes from ``<run-dir>/<stage>/last.safetensors`` when re-run. Launch with
+``torchrun --nproc_per_node N -m tal.cli train ...`` for data / architecture parallelism.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_VERSION_FORMAT = "%Y.%m.%d"
+
+
+def _export_target(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    name, sep, version = value.partition(":")
+    if not sep or not name or not version:
+        raise argparse.ArgumentTypeError("--export takes NAME:VERSION")
+    return name, version
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="JSON config file")
+    parser.add_argument("--run-dir", type=Path, default=None, help="state and artifacts folder")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--eval-every", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument(
+        "--data-limit",
+        type=int,
+        default=None,
+        help="use at most this many examples per task and split (smoke runs)",
+    )
+    parser.add_argument(
+        "--overfit-batch",
+        action="store_true",
+        default=None,
+        help="reuse the first batch every step (a smoke test of the loss)",
+    )
+
+
+def _overrides(args: argparse.Namespace, names: list[str]) -> dict:
+    return {name: getattr(args, name, None) for name in names}
+
+
+COMMON_FIELDS = [
+    "run_dir",
+    "steps",
+    "batch_size",
+    "seed",
+    "eval_every",
+    "checkpoint_every",
+    "data_root",
+    "overfit_batch",
+]
+
+
+def _cmd_ancestry(args: argparse.Namespace) -> int:
+    from tal.training.ancestry_trainer import AncestryTrainer
+    from tal.training.config import AncestryTrainConfig, load_config
+    from tal.training.distributed import init_distributed
+
+    config = load_config(
+        AncestryTrainConfig,
+        args.config,
+        _overrides(args, [*COMMON_FIELDS, "depth", "embed_dim", "num_heads", "patch_size"]),
+    )
+    trainer = AncestryTrainer(config, init_distributed(), args.data_limit)
+    metrics = trainer.run_and_export()
+    if trainer.dist.is_main:
+        print(json.dumps({"ancestry": metrics}, indent=2))
+    return 0
+
+
+def _stage(args: argparse.Namespace, stage: int) -> int:
+    from tal.training.config import HypernetTrainConfig, load_config
+    from tal.training.distributed import init_distributed
+    from tal.training.hypernet_trainer import HypernetTrainer
+
+    overrides = _overrides(
+        args,
+        [
+            *COMMON_FIELDS,
+            "preset",
+            "library",
+            "meta_batch",
+            "distill_weight",
+            "init_from",
+            "device",
+        ],
+    )
+    overrides["stage"] = stage
+    if args.no_task_conditioning:
+        overrides["task_conditioning"] = False
+    if args.lr is not None:
+        overrides["optim"] = {"lr": args.lr}
+    config = load_config(HypernetTrainConfig, args.config, overrides)
+    trainer = HypernetTrainer(config, init_distributed(config.device), args.data_limit)
+    metrics = trainer.run()
+    if trainer.dist.is_main:
+        if args.export:
+            path = trainer.export(*args.export, args.store)
+            print(f"exported {path}")
+        print(json.dumps({trainer.name: metrics}, indent=2))
+    return 0
+
+
+def _cmd_default(args: argparse.Namespace) -> int:
+    """The shipped default: ancestry, stage 1 and stage 2 with the CPU recipe, then export."""
+    from tal.store import DEFAULT_NAME
+    from tal.training.ancestry_trainer import AncestryTrainer
+    from tal.training.config import AncestryTrainConfig, HypernetTrainConfig
+    from tal.training.distributed import init_distributed
+    from tal.training.hypernet_trainer import HypernetTrainer
+
+    run_dir = args.run_dir
+    dist = init_distributed()
+    began = time.perf_counter()
+    ancestry = AncestryTrainer(
+        AncestryTrainConfig(run_dir=run_dir, steps=args.ancestry_steps), dist
+    )
+    ancestry_metrics = ancestry.run_and_export()
+    stage1 = HypernetTrainer(
+        HypernetTrainConfig(stage=1, run_dir=run_dir, steps=args.stage1_steps), dist
+    )
+    stage1_metrics = stage1.run()
+    stage2 = HypernetTrainer(
+        HypernetTrainConfig(
+            stage=2,
+            run_dir=run_dir,
+            steps=args.stage2_steps,
+            optim={"lr": 2e-4},
+            init_from=run_dir / "stage1" / "last.safetensors",
+        ),
+        dist,
+    )
+    stage2_metrics = stage2.run()
+    wall = time.perf_counter() - began
+    if dist.is_main:
+        command = "tal train default " + " ".join(sys.argv[3:])
+        path = stage2.export(
+            DEFAULT_NAME,
+            args.version,
+            args.store,
+            {
+                "how_made": {
+                    "command": command.strip(),
+                    "wall_seconds": wall,
+                    "stages": {
+                        "ancestry": ancestry_metrics,
+                        "stage1": stage1_metrics,
+                        "stage2": stage2_metrics,
+                    },
+                },
+                "training": {
+                    "stage1": json.loads(stage1.config.model_dump_json()),
+                    "stage2": json.loads(stage2.config.model_dump_json()),
+                },
+            },
+        )
+        print(f"exported {path} after {wall / 60:.1f} min")
+    return 0
+
+
+def _run(func):
+    def wrapped(args: argparse.Namespace) -> int:
+        from tal.training.config import ConfigError
+
+        try:
+            return func(args)
+        except (ConfigError, FileNotFoundError, KeyError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train the ancestry model and the hypernetwork")
+    stages = train.add_subparsers(dest="stage", required=True)
+
+    ancestry = stages.add_parser("ancestry", help="the ancestry ViT and task embeddings")
+    _common(ancestry)
+    ancestry.add_argument("--depth", type=int, default=None)
+    ancestry.add_argument("--embed-dim", type=int, default=None)
+    ancestry.add_argument("--num-heads", type=int, default=None)
+    ancestry.add_argument("--patch-size", type=int, default=None)
+    ancestry.set_defaults(func=_run(_cmd_ancestry))
+
+    for stage in (1, 2):
+        sub = stages.add_parser(
+            f"stage{stage}",
+            help=("model library + distillation" if stage == 1 else "multi-task, task-conditioned"),
+        )
+        _common(sub)
+        sub.add_argument(
+            "--preset",
+            choices=["tal", "ghn3", "logah"],
+            default=None,
+            help="decoder: ours, GHN-3 tiling or LoGAH low-rank",
+        )
+        sub.add_argument("--library", default=None, help="cpu, cpu-plus (TAL+), vits-1k, ...")
+        sub.add_argument("--meta-batch", type=int, default=None)
+        sub.add_argument("--lr", type=float, default=None)
+        sub.add_argument(
+            "--distill-weight",
+            type=float,
+            default=None,
+            help="0 trains with cross-entropy only (the baselines)",
+        )
+        sub.add_argument("--no-task-conditioning", action="store_true")
+        sub.add_argument(
+            "--init-from",
+            type=Path,
+            default=None,
+            help="training state to start from (stage 2: stage 1's last state)",
+        )
+        sub.add_argument("--device", default=None, help="auto, cpu or cuda")
+        sub.add_argument(
+            "--export",
+            type=_export_target,
+            default=None,
+            metavar="NAME:VERSION",
+            help="write the result to the model store",
+        )
+        sub.add_argument("--store", type=Path, default=None)
+        sub.set_defaults(func=_run(lambda a, s=stage: _stage(a, s)))
+
+    default = stages.add_parser("default", help="train and export the shipped default")
+    default.add_argument("--run-dir", type=Path, default=Path("runs/default"))
+    default.add_argument("--version", default=time.strftime(DEFAULT_VERSION_FORMAT))
+    default.add_argument("--store", type=Path, default=None)
+    default.add_argument("--ancestry-steps", type=int, default=1200)
+    default.add_argument("--stage1-steps", type=int, default=1500)
+    default.add_argument("--stage2-steps", type=int, default=600)
+    default.set_defaults(func=_run(_cmd_default))

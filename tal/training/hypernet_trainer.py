@@ -1,0 +1,240 @@
+"""``tal train stage1`` / ``stage2``: the hypernetwork trained through real timm ViTs.
+
+Stage 1 (union label space, no task): each step samples a meta-batch of architectures from
+the library, predicts their weights, runs the same images through each (``functional_call``, so
+gradients reach the hypernetwork) and minimises
+``ce_weight * CE + distill_weight * T^2 * KL(softmax(a / T) || softmax(P s / T))`` between the
+ancestry's CLS feature ``a`` and the student's projected CLS feature ``P s``, plus a penalty on
+predicted-weight norms. Stage 2 samples one task per step (probability ~ (n_i / N)^(1/2)),
+sizes the head to that task and conditions on its embedding. Baselines are switches: the
+``ghn3`` / ``logah`` decoder presets with ``distill_weight=0`` and no task conditioning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tal.functional import forward_with
+from tal.graph import VECTOR_KINDS, build_graph
+from tal.hypernet import TALHypernet, preset
+from tal.learngene import Learngene
+from tal.models import build_model
+from tal.specs import ViTSpec
+from tal.training.ancestry_trainer import load_ancestry_artifacts
+from tal.training.config import HypernetTrainConfig
+from tal.training.data import SuiteData, step_generator
+from tal.training.distributed import DistInfo
+from tal.training.libraries import build_library
+from tal.training.loop import TrainLoop
+from tal.training.state import load_state
+
+MODEL_CACHE_SIZE = 64
+EVAL_BATCH = 256
+DATA_STREAM, ARCH_STREAM, NOISE_STREAM = 0, 1, 2
+NOISE_SEED_RANGE = 2**31
+
+
+class _FeaturesAndLogits(nn.Module):
+    """Wraps a timm ViT so one functional call returns pooled features and logits."""
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.vit.forward_head(self.vit.forward_features(images), pre_logits=True)
+        return features, self.vit.head(features)
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``; both ``(B, width)``."""
+    return (
+        F.kl_div(
+            F.log_softmax(student / temperature, dim=-1),
+            F.log_softmax(teacher / temperature, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        * temperature**2
+    )
+
+
+def predicted_norm(params: dict[str, torch.Tensor], spec: ViTSpec) -> torch.Tensor:
+    """Mean Frobenius norm of the predicted matrices (GHN-3's weight-norm penalty)."""
+    names = [s.name for s in build_graph(spec).params if s.kind not in VECTOR_KINDS]
+    return torch.stack([params[n].norm() for n in names]).mean()
+
+
+class HypernetTrainer(TrainLoop):
+    def __init__(
+        self, config: HypernetTrainConfig, dist: DistInfo, data_limit: int | None = None
+    ) -> None:
+        self.name = f"stage{config.stage}"
+        super().__init__(
+            config.run_dir,
+            config.steps,
+            config.optim,
+            config.guard,
+            config.checkpoint_every,
+            config.eval_every,
+            dist,
+        )
+        self.config = config
+        self.ancestry, self.embeddings, self.ancestry_summary = load_ancestry_artifacts(
+            config.run_dir, dist.device
+        )
+        self.suite = SuiteData.load("train", config.data_root, limit=data_limit)
+        self.val = SuiteData.load("val", config.data_root, limit=config.eval_examples)
+        self.library = build_library(config.library, config.seed)
+        modulated = config.task_conditioning and preset(config.preset).encoder.task_conditioning
+        hyper_config = preset(
+            config.preset, task_dim=self.ancestry.width, task_conditioning=modulated
+        )
+        hyper_config = dataclasses.replace(hyper_config, init_seed=config.seed)
+        self.conditioning = modulated and config.stage == 2
+        self.hypernet = TALHypernet(hyper_config).to(dist.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.projection = nn.Linear(self.library.max_width, self.ancestry.width)
+        self.projection.to(dist.device)
+        self.optimizer = torch.optim.AdamW(
+            list(self.hypernet.parameters()) + list(self.projection.parameters()),
+            lr=config.optim.lr,
+            weight_decay=config.optim.weight_decay,
+        )
+        if config.init_from is not None and not self.state_path.exists():
+            load_state(config.init_from, self.modules(), None)
+        self._models: OrderedDict[str, nn.Module] = OrderedDict()
+        self.autocast = dist.device.type == "cuda"
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"hypernet": self.hypernet, "projection": self.projection}
+
+    def _model(self, spec: ViTSpec) -> _FeaturesAndLogits:
+        key = spec.spec_hash()
+        if key not in self._models:
+            self._models[key] = _FeaturesAndLogits(build_model(spec, "timm")).to(self.dist.device)
+            if len(self._models) > MODEL_CACHE_SIZE:
+                self._models.popitem(last=False)
+        self._models.move_to_end(key)
+        return self._models[key]
+
+    def _batch(self, step: int) -> tuple[str | None, torch.Tensor, torch.Tensor, int]:
+        step = 1 if self.config.overfit_batch else step
+        generator = step_generator(self.config.seed, step, DATA_STREAM)
+        temperature = self.config.task_temperature
+        if self.config.stage == 1:
+            images, labels = self.suite.union_batch(self.config.batch_size, temperature, generator)
+            return None, images, labels, self.suite.num_classes
+        name, images, labels = self.suite.task_batch(self.config.batch_size, temperature, generator)
+        return name, images, labels, self.suite.tasks[name].num_classes
+
+    def _task(self, name: str | None) -> torch.Tensor | None:
+        return self.embeddings[name].to(self.dist.device) if self.conditioning and name else None
+
+    def train_step(self, step: int) -> float:
+        device = self.dist.device
+        task, images, labels, num_classes = self._batch(step)
+        images, labels = images.to(device), labels.to(device)
+        teacher = self.ancestry.features(images) if self.config.distill_weight else None
+        arch_step = 1 if self.config.overfit_batch else step
+        arch_gen = step_generator(self.config.seed, arch_step, ARCH_STREAM)
+        picks = torch.randint(
+            len(self.library.train), (self.config.meta_batch,), generator=arch_gen
+        ).tolist()
+        noise_seeds = torch.randint(
+            NOISE_SEED_RANGE,
+            (self.config.meta_batch,),
+            generator=step_generator(self.config.seed, arch_step, NOISE_STREAM),
+        )
+        total = 0.0
+        for slot in range(self.dist.rank, self.config.meta_batch, self.dist.world_size):
+            spec = self.library.train[picks[slot]].model_copy(update={"num_classes": num_classes})
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                params = self.hypernet(spec, self._task(task), "timm", int(noise_seeds[slot]))
+                features, logits = forward_with(
+                    self._model(spec), {f"vit.{k}": v for k, v in params.items()}, images
+                )
+                loss = self.config.ce_weight * F.cross_entropy(
+                    logits.float(), labels, label_smoothing=self.config.label_smoothing
+                )
+                if teacher is not None:
+                    padded = F.pad(
+                        features.float(), (0, self.library.max_width - features.shape[-1])
+                    )
+                    loss = loss + self.config.distill_weight * distillation_loss(
+                        self.projection(padded), teacher.float(), self.config.temperature
+                    )
+                loss = loss + self.config.norm_penalty * predicted_norm(params, spec)
+            (loss / self.config.meta_batch).backward()
+            total += loss.item() / self.config.meta_batch
+        return total
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Untrained accuracy of predicted weights on held-out architectures (val split)."""
+        results: dict[str, float] = {}
+        archs = self.library.held_out[: self.config.eval_archs]
+        for name, data in self.val.tasks.items():
+            accuracies = []
+            for base in archs:
+                spec = base.model_copy(update={"num_classes": self._eval_classes(name)})
+                params = self.hypernet(spec, self._task(name), "timm", 0)
+                model = self._model(spec)
+                logits = torch.cat(
+                    [
+                        forward_with(
+                            model,
+                            {f"vit.{k}": v for k, v in params.items()},
+                            batch.to(self.dist.device),
+                        )[1].cpu()
+                        for batch in data.images.split(EVAL_BATCH)
+                    ]
+                )
+                if self.config.stage == 1:
+                    start, stop = self.suite.offsets[name]
+                    logits = logits[:, start:stop]
+                accuracies.append(float((logits.argmax(1) == data.labels).float().mean()))
+            results[f"heldout_acc/{name}"] = sum(accuracies) / len(accuracies)
+        results["heldout_acc_mean"] = sum(results.values()) / len(results)
+        return results
+
+    def _eval_classes(self, task: str) -> int:
+        return (
+            self.suite.num_classes if self.config.stage == 1 else self.suite.tasks[task].num_classes
+        )
+
+    def export(
+        self, name: str, version: str, root: Path | None, extra: dict[str, Any] | None = None
+    ) -> Path:
+        """Writes the trained learngene (hypernet, task embeddings, ancestry) to the store."""
+        learngene = Learngene(
+            self.hypernet.eval().cpu(),
+            {k: v.cpu() for k, v in self.embeddings.items()},
+            ancestry=self.ancestry,
+        )
+        manifest = {
+            "library": {
+                "name": self.library.name,
+                "train": len(self.library.train),
+                "held_out": len(self.library.held_out),
+            },
+            "task_classes": self.ancestry_summary["num_classes"],
+            "held_out_task": [t for t in self.embeddings if t not in self.suite.tasks],
+            "data_fingerprints": self.ancestry_summary["data_fingerprints"],
+            "ancestry_metrics": self.ancestry_summary["metrics"],
+            "training": {self.name: json.loads(self.config.model_dump_json())},
+            "metrics": self.last_eval,
+            **(extra or {}),
+        }
+        return learngene.save(name, version, root, manifest)
