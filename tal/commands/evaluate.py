@@ -1,0 +1,61 @@
+"""``tal eval``: train or load every method, evaluate, write docs/results.{md,json} + plots."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from tal.evaluation.config import QUICK, EvalConfig
+    from tal.evaluation.report import write_report
+    from tal.evaluation.runner import clean_run, output_paths, run_evaluation
+    from tal.training.config import ConfigError, load_config
+    from tal.training.distributed import init_distributed
+
+    overrides = {
+        "run_dir": args.run_dir,
+        "ancestry_run": args.ancestry_run,
+        "output_dir": args.output_dir,
+        "epochs": args.epochs,
+        "stage1_steps": args.stage1_steps,
+        "stage2_steps": args.stage2_steps,
+        "methods": tuple(args.methods) if args.methods else None,
+    }
+    if args.quick:
+        overrides = {**QUICK, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        config = load_config(EvalConfig, args.config, overrides)
+        if args.fresh:
+            clean_run(config)
+        results = run_evaluation(config, init_distributed("cpu"))
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    markdown, json_path = output_paths(config)
+    write_report(results, markdown, json_path)
+    print(f"wrote {markdown} and {json_path}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser("eval", help="compare initialisations; write a report")
+    evaluate.add_argument("--config", type=Path, default=None)
+    evaluate.add_argument("--quick", action="store_true", help="tiny budget (tests)")
+    evaluate.add_argument("--fresh", action="store_true", help="discard earlier training state")
+    evaluate.add_argument("--run-dir", type=Path, default=None)
+    evaluate.add_argument(
+        "--ancestry-run",
+        type=Path,
+        default=None,
+        help="run folder of `tal train ancestry` (default runs/default)",
+    )
+    evaluate.add_argument("--output-dir", type=Path, default=None)
+    evaluate.add_argument("--epochs", type=int, default=None)
+    evaluate.add_argument("--stage1-steps", type=int, default=None)
+    evaluate.add_argument("--stage2-steps", type=int, default=None)
+    evaluate.add_argument(
+        "--methods", nargs="+", default=None, choices=["random", "ghn3", "logah", "tal", "tal+"]
+    )
+    evaluate.set_defaults(func=_cmd_eval)

@@ -1,0 +1,1 @@
+"""``tal eval``: the paper's comparisons at CPU scale, written to docs/results.{md,json}."""

@@ -1,0 +1,51 @@
+"""``tal eval`` configuration: budgets shared by every method, and the ``--quick`` preset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tal.evaluation.finetune import FinetuneRecipe
+
+METHODS = ("random", "ghn3", "logah", "tal", "tal+")
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_dir: Path = Path("runs/eval")
+    ancestry_run: Path = Field(Path("runs/default"), description="where `tal train ancestry` ran")
+    output_dir: Path = Path("docs")
+    methods: tuple[str, ...] = METHODS
+    library: str = "cpu"
+    plus_library: str = "cpu-plus"
+    stage1_steps: int = Field(1200, ge=1)
+    stage2_steps: int = Field(500, ge=1)
+    meta_batch: int = Field(4, ge=1)
+    batch_size: int = Field(64, ge=1)
+    data_limit: int | None = Field(None, description="examples per task and split for training")
+    test_examples: int = Field(2000, ge=1, description="test images per task (untrained acc)")
+    finetune_examples: int = Field(5000, ge=1, description="training images per task (finetune)")
+    finetune_tasks: tuple[str, ...] | None = None  # None: every task
+    epochs: int = Field(10, ge=1)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    recipe_lr: float = 5e-4
+
+    @property
+    def recipe(self) -> FinetuneRecipe:
+        return FinetuneRecipe(epochs=self.epochs, lr=self.recipe_lr)
+
+
+QUICK = dict(
+    stage1_steps=2,
+    stage2_steps=2,
+    meta_batch=1,
+    batch_size=16,
+    data_limit=64,
+    test_examples=64,
+    finetune_examples=64,
+    epochs=2,
+    seeds=(0, 1),
+    finetune_tasks=("glyphs_digits", "glyphs_greek"),
+)

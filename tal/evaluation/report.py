@@ -1,0 +1,246 @@
+"""docs/results.md (tables, targets, plots) and docs/results.json from measured results."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from tal.evaluation.stats import epochs_to_reach, paired_t_test, summarize
+
+PAPER_MARGIN_POINTS = 24.0  # TAL over GHN untrained, paper's Decathlon average
+ANCESTRY_FRACTION_TARGET = 0.85
+EPOCHS_TO_MATCH_TARGET = 2
+PERCENT = 100.0
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{PERCENT * value:.1f}"
+
+
+def _final_accuracies(curves: dict, method: str, task: str) -> list[float]:
+    return [run["test_accuracy"][-1] for _, run in sorted(curves[method][task].items())]
+
+
+def _mean_curve(curves: dict, method: str, task: str, key: str) -> list[float]:
+    runs = [run[key] for run in curves[method][task].values()]
+    return [sum(values) / len(values) for values in zip(*runs, strict=True)]
+
+
+def analyse(results: dict[str, Any]) -> dict[str, Any]:
+    """Derived figures: averages, significance, epochs-to-match and the targets' verdicts."""
+    untrained = results["untrained_accuracy"]
+    methods = list(untrained)
+    tasks = list(next(iter(untrained.values())))
+    mean_untrained = {
+        m: sum(sum(untrained[m][t].values()) / len(untrained[m][t]) for t in tasks) / len(tasks)
+        for m in methods
+    }
+    curves = results["finetune"]["curves"]
+    ft_tasks = list(next(iter(curves.values()))) if curves else []
+    final = {
+        m: {t: summarize(_final_accuracies(curves, m, t)).__dict__ for t in ft_tasks}
+        for m in curves
+    }
+    tests = {}
+    if "tal" in curves:
+        for baseline in curves:
+            if baseline == "tal":
+                continue
+            a = [x for t in ft_tasks for x in _final_accuracies(curves, "tal", t)]
+            b = [x for t in ft_tasks for x in _final_accuracies(curves, baseline, t)]
+            tests[baseline] = paired_t_test(a, b).__dict__
+    reach = {}
+    if "random" in curves:
+        for m in curves:
+            reach[m] = {
+                t: epochs_to_reach(
+                    _mean_curve(curves, m, t, "test_accuracy"),
+                    _mean_curve(curves, "random", t, "test_accuracy")[-1],
+                )
+                for t in ft_tasks
+            }
+    ancestry = results["ancestry_val_accuracy"].get("val_acc_mean")
+    verdicts = {}
+    if "tal" in mean_untrained and "ghn3" in mean_untrained:
+        margin = PERCENT * (mean_untrained["tal"] - mean_untrained["ghn3"])
+        verdicts["untrained margin over GHN-3 >= 24 points"] = (
+            margin >= PAPER_MARGIN_POINTS,
+            f"{margin:.1f} points",
+        )
+    if "tal" in mean_untrained and ancestry:
+        ratio = mean_untrained["tal"] / ancestry
+        verdicts["untrained TAL >= 85% of ancestry"] = (
+            ratio >= ANCESTRY_FRACTION_TARGET,
+            f"{PERCENT * ratio:.0f}%",
+        )
+    if "tal" in reach:
+        ok = all(e is not None and e <= EPOCHS_TO_MATCH_TARGET for e in reach["tal"].values())
+        verdicts["reaches random's final accuracy within 2 epochs"] = (ok, str(reach["tal"]))
+    if "tal" in final and "random" in final:
+        ok = all(final["tal"][t]["mean"] >= final["random"][t]["mean"] for t in ft_tasks)
+        verdicts["final accuracy never below random"] = (ok, "per-task means")
+    return {
+        "mean_untrained": mean_untrained,
+        "final": final,
+        "paired_tests": tests,
+        "epochs_to_random_final": reach,
+        "verdicts": verdicts,
+    }
+
+
+def _plot_curves(results: dict[str, Any], folder: Path) -> list[str]:
+    curves = results["finetune"]["curves"]
+    names = []
+    for task in next(iter(curves.values()), {}):
+        fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+        for method in curves:
+            epochs = range(1, len(_mean_curve(curves, method, task, "train_loss")) + 1)
+            loss_ax.plot(epochs, _mean_curve(curves, method, task, "train_loss"), label=method)
+            acc_ax.plot(epochs, _mean_curve(curves, method, task, "test_accuracy"), label=method)
+        loss_ax.set(title=f"{task}: training loss", xlabel="epoch")
+        acc_ax.set(title=f"{task}: test accuracy", xlabel="epoch")
+        acc_ax.legend()
+        fig.tight_layout()
+        name = f"convergence_{task}.png"
+        fig.savefig(folder / name, dpi=90)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def _plot_untrained(results: dict[str, Any], folder: Path) -> str:
+    untrained = results["untrained_accuracy"]
+    methods = list(untrained)
+    tasks = list(next(iter(untrained.values())))
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        values = [
+            PERCENT * sum(untrained[method][t].values()) / len(untrained[method][t]) for t in tasks
+        ]
+        ax.bar([j + i * width for j in range(len(tasks))], values, width, label=method)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks)
+    ax.set(ylabel="untrained accuracy (%)", title="Predicted weights, no training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "untrained_accuracy.png", dpi=90)
+    plt.close(fig)
+    return "untrained_accuracy.png"
+
+
+def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> None:
+    folder = markdown.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    derived = analyse(results)
+    json_path.write_text(json.dumps({**results, "derived": derived}, indent=2, default=str))
+    untrained = results["untrained_accuracy"]
+    tasks = list(next(iter(untrained.values())))
+    archs = list(next(iter(next(iter(untrained.values())).values())))
+    lines = [
+        "# Results",
+        "",
+        f"Produced by `tal eval` (config in results.json). Unseen task: "
+        f"`{results['unseen_task']}` (its embedding comes from at most a few hundred "
+        "training images; no hypernetwork training saw it).",
+        "",
+        "## Targets",
+        "",
+        "| target | met | measured |",
+        "| --- | --- | --- |",
+    ]
+    for name, (ok, detail) in derived["verdicts"].items():
+        lines.append(f"| {name} | {'yes' if ok else '**no**'} | {detail} |")
+    lines += [
+        "",
+        "## 1. Untrained accuracy of predicted weights (%), test split",
+        "",
+        "Held-out architectures: "
+        + ", ".join(
+            f"{k} ({v['depth']} blocks, width {v['embed_dim']}, {v['num_params']:,} params)"
+            for k, v in results["architectures"].items()
+        ),
+        "",
+        "| method | " + " | ".join(tasks) + " | mean |",
+        "| --- |" + " --- |" * (len(tasks) + 1),
+    ]
+    for method in untrained:
+        cells = [_pct(sum(untrained[method][t].values()) / len(archs)) for t in tasks]
+        lines.append(
+            f"| {method} | " + " | ".join(cells) + f" | {_pct(derived['mean_untrained'][method])} |"
+        )
+    lines += [
+        "",
+        "Per architecture (mean over tasks):",
+        "",
+        "| method | " + " | ".join(archs) + " |",
+        "| --- |" + " --- |" * len(archs),
+    ]
+    for method in untrained:
+        cells = [_pct(sum(untrained[method][t][a] for t in tasks) / len(tasks)) for a in archs]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", f"![untrained]({_plot_untrained(results, folder)})", ""]
+    recipe = results["finetune"]["recipe"]
+    lines += [
+        "## 2-3. Fine-tuning (architecture `medium`)",
+        "",
+        f"Recipe: AdamW lr {recipe['lr']}, weight decay {recipe['weight_decay']}, "
+        f"batch {recipe['batch_size']}, {recipe['epochs']} epochs, cosine; "
+        f"seeds {results['config']['seeds']}.",
+        "",
+        "| method | task | final accuracy % (mean ± std) | epochs to random's final |",
+        "| --- | --- | --- | --- |",
+    ]
+    for method, per_task in derived["final"].items():
+        for task, summary in per_task.items():
+            reach = derived["epochs_to_random_final"].get(method, {}).get(task)
+            lines.append(
+                f"| {method} | {task} | {_pct(summary['mean'])} ± "
+                f"{_pct(summary['std'])} | {reach if reach else 'never'} |"
+            )
+    lines += [
+        "",
+        "Paired t-test, TAL against each baseline (final accuracy, pairs = task x seed):",
+        "",
+        "| baseline | mean difference (points) | t | p |",
+        "| --- | --- | --- | --- |",
+    ]
+    for baseline, test in derived["paired_tests"].items():
+        lines.append(
+            f"| {baseline} | {PERCENT * test['mean_difference']:.2f} | "
+            f"{test['t_statistic']:.2f} | {test['p_value']:.3g} |"
+        )
+    lines += [""] + [f"![{n}]({n})" for n in _plot_curves(results, folder)]
+    lines += [
+        "",
+        "## 5. Cost",
+        "",
+        "| method | training s | prediction ms (" + ", ".join(archs) + ") |",
+        "| --- | --- | --- |",
+    ]
+    for method, seconds in results["training_seconds"].items():
+        ms = results["prediction_ms"].get(method, {})
+        lines.append(
+            f"| {method} | {seconds:.0f} | " + ", ".join(f"{ms[a]:.1f}" for a in ms) + " |"
+        )
+    lines += [
+        "",
+        "## 6. Ancestry model (reference), validation accuracy %",
+        "",
+        "| " + " | ".join(results["ancestry_val_accuracy"]) + " |",
+        "|" + " --- |" * len(results["ancestry_val_accuracy"]),
+        "| "
+        + " | ".join(
+            _pct(v) if k != "wall_seconds" else f"{v:.0f} s"
+            for k, v in results["ancestry_val_accuracy"].items()
+        )
+        + " |",
+        "",
+    ]
+    markdown.write_text("\n".join(lines))

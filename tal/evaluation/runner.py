@@ -1,0 +1,183 @@
+"""Trains (or resumes) every method on the same library, data and budget, then measures.
+
+Methods: ``random`` (timm's default init), ``ghn3`` and ``logah`` (their decoders, cross-entropy
+only, no task conditioning), ``tal`` and ``tal+`` (ours, distillation and task conditioning; TAL+
+on the larger library). Every learned method runs stage 1 then stage 2 with the same steps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tal.evaluation.config import EvalConfig
+from tal.evaluation.finetune import accuracy, finetune
+from tal.learngene import Learngene
+from tal.models import build_model
+from tal.specs import ViTSpec
+from tal.tasks import held_out_task, list_tasks, load_task
+from tal.training.ancestry_trainer import ARTIFACT_DIR, load_ancestry_artifacts
+from tal.training.config import HypernetTrainConfig
+from tal.training.distributed import DistInfo
+from tal.training.hypernet_trainer import HypernetTrainer
+from tal.training.libraries import build_library
+
+DEEPER_BY = 2  # the "deeper than anything in training" architecture adds this many blocks
+PREDICTION_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class MethodRecipe:
+    preset: str
+    library_attr: str  # "library" or "plus_library" on EvalConfig
+    distill_weight: float
+    task_conditioning: bool
+
+
+RECIPES = {
+    "ghn3": MethodRecipe("ghn3", "library", 0.0, False),
+    "logah": MethodRecipe("logah", "library", 0.0, False),
+    "tal": MethodRecipe("tal", "library", 0.2, True),
+    "tal+": MethodRecipe("tal", "plus_library", 0.2, True),
+}
+
+
+def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learngene, float]:
+    """Stage 1 + stage 2 for one method (resumes); returns the learngene and wall seconds."""
+    recipe = RECIPES[name]
+    run = config.run_dir / name.replace("+", "_plus")
+    if not (run / ARTIFACT_DIR).exists():
+        shutil.copytree(config.ancestry_run / ARTIFACT_DIR, run / ARTIFACT_DIR)
+    common = dict(
+        run_dir=run,
+        preset=recipe.preset,
+        library=getattr(config, recipe.library_attr),
+        meta_batch=config.meta_batch,
+        batch_size=config.batch_size,
+        distill_weight=recipe.distill_weight,
+        task_conditioning=recipe.task_conditioning,
+        eval_every=max(config.stage1_steps, config.stage2_steps),
+    )
+    stage1 = HypernetTrainer(
+        HypernetTrainConfig(stage=1, steps=config.stage1_steps, **common), dist, config.data_limit
+    )
+    wall = stage1.run()["wall_seconds"]
+    stage2 = HypernetTrainer(
+        HypernetTrainConfig(
+            stage=2,
+            steps=config.stage2_steps,
+            init_from=run / "stage1" / "last.safetensors",
+            **common,
+        ),
+        dist,
+        config.data_limit,
+    )
+    wall += stage2.run()["wall_seconds"]
+    learngene = Learngene(
+        stage2.hypernet.eval(), dict(stage2.embeddings), name=name, ancestry=stage2.ancestry
+    )
+    return learngene, wall
+
+
+def eval_architectures(config: EvalConfig) -> dict[str, ViTSpec]:
+    """Small, medium and largest held-out architectures, plus one deeper than any in training."""
+    library = build_library(config.library)
+    held_out = sorted(library.held_out, key=lambda s: s.num_params())
+    largest = held_out[-1]
+    deepest = max(s.depth for s in library.train)
+    return {
+        "small": held_out[0],
+        "medium": held_out[len(held_out) // 2],
+        "largest": largest,
+        "deeper": largest.model_copy(update={"depth": deepest + DEEPER_BY}),
+    }
+
+
+def _initial_model(
+    method: str, learngene: Learngene | None, spec: ViTSpec, task: str, seed: int
+) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(spec, "timm")
+    if learngene is not None:
+        task_input = task if learngene.hypernet.config.encoder.task_conditioning else None
+        model.load_state_dict(learngene.predict(spec, task=task_input, seed=seed), strict=True)
+    return model
+
+
+def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
+    """Everything the report shows, as plain data (also written to results.json)."""
+    _, _, ancestry_summary = load_ancestry_artifacts(config.ancestry_run)
+    learngenes: dict[str, Learngene | None] = {"random": None}
+    training_seconds: dict[str, float] = {"random": 0.0}
+    for method in config.methods:
+        if method != "random":
+            learngenes[method], training_seconds[method] = _train_method(method, config, dist)
+    tasks = [t.name for t in list_tasks()]
+    unseen = held_out_task().name
+    archs = eval_architectures(config)
+    test = {t: load_task(t, "test", limit=config.test_examples) for t in tasks}
+
+    untrained: dict[str, dict[str, dict[str, float]]] = {}
+    for method, learngene in learngenes.items():
+        untrained[method] = {}
+        for task in tasks:
+            untrained[method][task] = {}
+            for arch_name, base in archs.items():
+                spec = base.model_copy(update={"num_classes": test[task].num_classes})
+                model = _initial_model(method, learngene, spec, task, seed=0)
+                untrained[method][task][arch_name] = accuracy(model, test[task])
+
+    prediction_ms: dict[str, dict[str, float]] = {}
+    for method, learngene in learngenes.items():
+        if learngene is None:
+            continue
+        prediction_ms[method] = {}
+        for arch_name, spec in archs.items():
+            times = []
+            for _ in range(PREDICTION_REPEATS):
+                began = time.perf_counter()
+                learngene.predict(spec)
+                times.append(time.perf_counter() - began)
+            prediction_ms[method][arch_name] = 1e3 * sorted(times)[len(times) // 2]
+
+    finetune_tasks = list(config.finetune_tasks or tasks)
+    curves: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
+    spec_base = archs["medium"]
+    for task in finetune_tasks:
+        train = load_task(task, "train", limit=config.finetune_examples)
+        for method, learngene in learngenes.items():
+            for seed in config.seeds:
+                spec = spec_base.model_copy(update={"num_classes": train.num_classes})
+                model = _initial_model(method, learngene, spec, task, seed)
+                curve = finetune(model, train, test[task], config.recipe, seed)
+                curves.setdefault(method, {}).setdefault(task, {})[str(seed)] = {
+                    "train_loss": curve.train_loss,
+                    "test_accuracy": curve.test_accuracy,
+                }
+    return {
+        "config": config.model_dump(mode="json"),
+        "architectures": {
+            k: v.model_dump(mode="json") | {"num_params": v.num_params()} for k, v in archs.items()
+        },
+        "unseen_task": unseen,
+        "ancestry_val_accuracy": ancestry_summary["metrics"],
+        "training_seconds": training_seconds,
+        "prediction_ms": prediction_ms,
+        "untrained_accuracy": untrained,
+        "finetune": {"architecture": "medium", "recipe": config.recipe.__dict__, "curves": curves},
+    }
+
+
+def clean_run(config: EvalConfig) -> None:
+    """Removes previous training state of this evaluation (a fresh, not resumed, run)."""
+    if config.run_dir.exists():
+        shutil.rmtree(config.run_dir)
+
+
+def output_paths(config: EvalConfig) -> tuple[Path, Path]:
+    return config.output_dir / "results.md", config.output_dir / "results.json"

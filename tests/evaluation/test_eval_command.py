@@ -1,0 +1,79 @@
+"""``tal eval --quick`` end to end on a tiny budget, with the real CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tal.training.ancestry_trainer import AncestryTrainer
+from tal.training.config import AncestryTrainConfig, OptimConfig
+from tal.training.distributed import DistInfo
+
+QUICK_TIMEOUT_S = 1200
+
+
+@pytest.mark.slow
+def test_eval_quick_writes_a_well_formed_report(tmp_path):
+    import torch
+
+    ancestry_run = tmp_path / "ancestry_run"
+    config = AncestryTrainConfig(
+        run_dir=ancestry_run,
+        depth=1,
+        embed_dim=32,
+        num_heads=2,
+        steps=3,
+        batch_size=16,
+        task_examples=16,
+        optim=OptimConfig(warmup_steps=1),
+    )
+    AncestryTrainer(config, DistInfo(0, 1, torch.device("cpu")), data_limit=32).run_and_export()
+    docs = tmp_path / "docs"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tal.cli",
+            "eval",
+            "--quick",
+            "--run-dir",
+            str(tmp_path / "eval"),
+            "--ancestry-run",
+            str(ancestry_run),
+            "--output-dir",
+            str(docs),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=QUICK_TIMEOUT_S,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((docs / "results.json").read_text())
+    methods = {"random", "ghn3", "logah", "tal", "tal+"}
+    assert set(results["untrained_accuracy"]) == methods
+    assert set(results["architectures"]) == {"small", "medium", "largest", "deeper"}
+    deeper, largest = results["architectures"]["deeper"], results["architectures"]["largest"]
+    assert deeper["depth"] > largest["depth"]
+    for per_task in results["untrained_accuracy"].values():
+        assert len(per_task) == 5
+        for per_arch in per_task.values():
+            assert all(0.0 <= acc <= 1.0 for acc in per_arch.values())
+    curves = results["finetune"]["curves"]
+    assert set(curves) == methods
+    for per_task in curves.values():
+        for per_seed in per_task.values():
+            assert len(per_seed) == 2
+            assert all(len(run["test_accuracy"]) == 2 for run in per_seed.values())
+    assert set(results["derived"]["paired_tests"]) == methods - {"tal"}
+    markdown = (docs / "results.md").read_text()
+    for heading in (
+        "## Targets",
+        "## 1. Untrained",
+        "## 2-3. Fine-tuning",
+        "## 5. Cost",
+        "## 6. Ancestry",
+    ):
+        assert heading in markdown
+    assert (docs / "untrained_accuracy.png").stat().st_size > 0
+    assert (docs / "convergence_glyphs_greek.png").stat().st_size > 0
