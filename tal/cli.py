@@ -13,6 +13,9 @@ COMMAND_MODULES = (
     "tal.commands.predict",
     "tal.commands.store",
     "tal.commands.train",
+    "tal.commands.evaluate",
+    "tal.commands.serve",
+    "tal.commands.init",
 )
 
 

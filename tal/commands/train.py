@@ -240,6 +240,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     default.add_argument("--version", default=time.strftime(DEFAULT_VERSION_FORMAT))
     default.add_argument("--store", type=Path, default=None)
     default.add_argument("--ancestry-steps", type=int, default=1200)
-    default.add_argument("--stage1-steps", type=int, default=1500)
-    default.add_argument("--stage2-steps", type=int, default=600)
+    default.add_argument("--stage1-steps", type=int, default=1200)
+    default.add_argument("--stage2-steps", type=int, default=500)
     default.set_defaults(func=_run(_cmd_default))

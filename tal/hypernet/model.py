@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -11,6 +13,8 @@ from tal.hypernet.config import HypernetConfig
 from tal.hypernet.decoder import ParamDecoder
 from tal.hypernet.encoder import GraphEncoder
 from tal.specs import GPT2Spec, ViTSpec
+
+GRAPH_CACHE_ENTRIES = 256  # encoder inputs kept per (spec, device); bounded for services
 
 
 class TALHypernet(nn.Module):
@@ -27,7 +31,7 @@ class TALHypernet(nn.Module):
             torch.manual_seed(self.config.init_seed)
             self.encoder = GraphEncoder(self.config.encoder)
             self.decoder = ParamDecoder(self.config.decoder, self.config.encoder.hidden)
-        self._graph_tensors: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+        self._graph_tensors: OrderedDict[tuple[str, str], dict[str, torch.Tensor]] = OrderedDict()
 
     @property
     def device(self) -> torch.device:
@@ -40,6 +44,10 @@ class TALHypernet(nn.Module):
         if graph_tensors is None:
             graph_tensors = build_graph(spec).tensors(self.device)
             self._graph_tensors[key] = graph_tensors
+            if len(self._graph_tensors) > GRAPH_CACHE_ENTRIES:
+                self._graph_tensors.popitem(last=False)
+        else:
+            self._graph_tensors.move_to_end(key)
         if task is not None:
             task = task.to(self.device, torch.float32)
         return self.encoder(graph_tensors, task)

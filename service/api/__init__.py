@@ -1,0 +1,1 @@
+"""HTTP layer: the router, dependencies and one module per route group."""

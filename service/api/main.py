@@ -1,0 +1,11 @@
+"""The API router: every route group."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api.routes import health, initialize, models, tasks
+
+api_router = APIRouter()
+for module in (health, initialize, tasks, models):
+    api_router.include_router(module.router)

@@ -1,0 +1,101 @@
+"""``POST /v1/initialize``: a safetensors blob of predicted initial weights."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import ApiKeyDep, StateDep
+from service.api.responses import BlobResponse
+from service.core.errors import NotFound
+from service.core.metrics import BLOB_BYTES, INITIALIZE_DURATION
+from service.predictor import validate_request
+from service.schemas import ErrorBody, InitializeRequest
+from tal.learngene import UnknownTaskError
+
+router = APIRouter(tags=["initialize"], dependencies=[ApiKeyDep])
+OCTET_STREAM = "application/octet-stream"
+ERRORS = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        401: "API key missing",
+        403: "API key not accepted",
+        404: "unknown task (the known ones are listed)",
+        413: "spec above the parameter limit, or body too large",
+        422: "invalid spec or body (names the field)",
+        503: "not ready, busy, or out of GPU memory (Retry-After)",
+    }.items()
+}
+RESPONSES = {
+    200: {
+        "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "safetensors blob with metadata (tal.spec, tal.task, tal.model_version, "
+        "tal.format, tal.dtype, tal.seed)",
+    },
+    304: {"description": "If-None-Match matched the blob's ETag"},
+    **ERRORS,
+}
+
+
+def _matches(if_none_match: str | None, etag: str | None) -> bool:
+    if not if_none_match or not etag:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag in candidates or "*" in candidates
+
+
+async def initialize(
+    body: InitializeRequest,
+    state: StateDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Predicted initial weights of ``arch`` for ``task``, as a safetensors blob."""
+    start = time.perf_counter()
+    loaded = state.models.require()
+    learngene = loaded.learngene
+    request = await run_in_threadpool(
+        validate_request,
+        body.arch,
+        body.task,
+        body.format,
+        body.dtype,
+        body.seed,
+        state.settings.max_params,
+    )
+    try:
+        embedding = await state.tasks.resolve(body.task, learngene)
+    except UnknownTaskError as exc:
+        raise NotFound(str(exc)) from exc
+    predictor = state.predictor
+    key = predictor.key(learngene.model_version, request, embedding)
+    headers = {"X-TAL-Model-Version": learngene.model_version}
+    if if_none_match:
+        etag = await state.cache.etag(key)
+        if _matches(if_none_match, etag):
+            return Response(status_code=304, headers={**headers, "ETag": etag or ""})
+    entry, tier = await predictor.get(key, learngene, request, embedding)
+    outcome = "hit" if tier else "miss"
+    headers |= {"ETag": entry.etag, "X-Cache": outcome, "X-Cache-Tier": tier or "none"}
+    if _matches(if_none_match, entry.etag):
+        return Response(status_code=304, headers=headers)
+    BLOB_BYTES.labels(request.family).observe(len(entry.blob))
+    INITIALIZE_DURATION.labels(request.family, request.format, outcome).observe(
+        time.perf_counter() - start
+    )
+    return BlobResponse(entry.blob, headers=headers)
+
+
+for path, include in (("/v1/initialize", True), ("/initialize", False)):
+    router.add_api_route(
+        path,
+        initialize,
+        methods=["POST"],
+        response_class=Response,
+        responses=RESPONSES,
+        summary="predict initial weights",
+        include_in_schema=include,
+        operation_id="initialize" if include else "initialize_unversioned",
+    )

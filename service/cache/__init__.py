@@ -1,0 +1,1 @@
+"""Two-tier blob cache (in-process LRU, Redis) with single-flight computation."""

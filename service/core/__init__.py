@@ -1,0 +1,1 @@
+"""Settings, metrics, errors, security and logging shared by the service's routes."""

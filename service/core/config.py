@@ -1,0 +1,114 @@
+"""Service settings: environment variables with the prefix ``TAL_``, or a ``.env``-style file.
+
+The file is named by ``TAL_SETTINGS_FILE`` (``tal serve --config FILE`` sets it); environment
+variables win over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SETTINGS_FILE_ENV = "TAL_SETTINGS_FILE"
+KIB = 1 << 10
+MIB = 1 << 20
+GIB = 1 << 30
+
+DEFAULT_MAX_PARAMS = 2_000_000_000
+DEFAULT_MAX_BODY_BYTES = 1 * MIB
+DEFAULT_MAX_UPLOAD_BYTES = 64 * MIB
+DEFAULT_MAX_UPLOAD_UNPACKED_BYTES = 512 * MIB
+DEFAULT_MAX_TASK_IMAGES = 4_096
+DEFAULT_INFLIGHT_BUDGET_BYTES = 8 * GIB
+DEFAULT_BUDGET_WAIT_SECONDS = 10.0
+DEFAULT_RETRY_AFTER_SECONDS = 2
+DEFAULT_MEMORY_CACHE_BYTES = 1 * GIB
+DEFAULT_REDIS_MAX_VALUE_BYTES = 16 * MIB  # measured break-even, docs/service.md
+DEFAULT_REDIS_TTL_SECONDS = 24 * 3600
+DEFAULT_REDIS_SOCKET_TIMEOUT = 1.0
+DEFAULT_REDIS_CONNECT_TIMEOUT = 0.25
+DEFAULT_REDIS_RETRY_SECONDS = 2.0
+DEFAULT_REDIS_POOL_SIZE = 16
+DEFAULT_LOG_INTERVAL_SECONDS = 30.0
+DEFAULT_MAX_CONCURRENT_PREDICTIONS = 1
+
+
+def _split_keys(value: object) -> object:
+    """``"a,b"`` -> ``["a", "b"]``; lists pass through; empty entries are dropped."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Sizes are bytes, durations seconds."""
+
+    model_config = SettingsConfigDict(env_prefix="TAL_", extra="ignore", env_file_encoding="utf-8")
+
+    model_store: Path | None = Field(
+        None, description="model store folder (default: $TAL_MODEL_STORE or ./model_store)"
+    )
+    model_name: str = Field("tal-default", description="checkpoint name in the store")
+    model_version: str = Field("latest", description="checkpoint version, or 'latest'")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present")
+
+    redis_url: str | None = Field(None, description="e.g. redis://redis:6379/0; unset = no Redis")
+    redis_prefix: str = Field("tal", description="prefix of every Redis key")
+    redis_max_value_bytes: int = Field(
+        DEFAULT_REDIS_MAX_VALUE_BYTES, ge=0, description="blobs above this skip Redis"
+    )
+    redis_ttl_seconds: int = Field(DEFAULT_REDIS_TTL_SECONDS, ge=1)
+    redis_socket_timeout: float = Field(DEFAULT_REDIS_SOCKET_TIMEOUT, gt=0)
+    redis_connect_timeout: float = Field(DEFAULT_REDIS_CONNECT_TIMEOUT, gt=0)
+    redis_retry_seconds: float = Field(
+        DEFAULT_REDIS_RETRY_SECONDS, ge=0, description="after an error, skip Redis this long"
+    )
+    redis_pool_size: int = Field(DEFAULT_REDIS_POOL_SIZE, ge=1)
+
+    memory_cache_bytes: int = Field(DEFAULT_MEMORY_CACHE_BYTES, ge=0, description="LRU capacity")
+
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated; empty = no authentication"
+    )
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated keys for /v1/models/reload"
+    )
+
+    max_params: int = Field(DEFAULT_MAX_PARAMS, ge=1, description="largest spec served (413)")
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1, description="JSON body limit")
+    max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, description=".npz upload limit")
+    max_upload_unpacked_bytes: int = Field(
+        DEFAULT_MAX_UPLOAD_UNPACKED_BYTES, ge=1, description="limit on an .npz's unpacked arrays"
+    )
+    max_task_images: int = Field(DEFAULT_MAX_TASK_IMAGES, ge=1)
+    inflight_budget_bytes: int = Field(
+        DEFAULT_INFLIGHT_BUDGET_BYTES, ge=1, description="estimated bytes of concurrent misses"
+    )
+    budget_wait_seconds: float = Field(
+        DEFAULT_BUDGET_WAIT_SECONDS, ge=0, description="wait for budget before answering 503"
+    )
+    retry_after_seconds: int = Field(DEFAULT_RETRY_AFTER_SECONDS, ge=1)
+    max_concurrent_predictions: int = Field(DEFAULT_MAX_CONCURRENT_PREDICTIONS, ge=1)
+    log_interval_seconds: float = Field(
+        DEFAULT_LOG_INTERVAL_SECONDS, ge=0, description="at most one log line per error kind"
+    )
+
+    @field_validator("api_keys", "admin_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: object) -> object:
+        return _split_keys(value)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys or self.admin_keys)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment (and the file named by ``TAL_SETTINGS_FILE``)."""
+    return Settings(_env_file=os.environ.get(SETTINGS_FILE_ENV))  # type: ignore[call-arg]

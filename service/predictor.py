@@ -1,0 +1,168 @@
+"""Serving ``POST /v1/initialize``: validate, look up the cache, predict once on a miss."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import torch
+from starlette.concurrency import run_in_threadpool
+
+from service.cache.keys import BlobKey, content_etag, task_hash
+from service.cache.memory import CacheEntry
+from service.cache.singleflight import SingleFlight
+from service.cache.tiered import TieredCache
+from service.core.budget import BudgetExhausted, InflightBudget, estimate_bytes
+from service.core.config import Settings
+from service.core.errors import InvalidInput, TooLarge, Unavailable
+from service.core.logging import LOGGER, RateLimitedLog
+from service.core.metrics import PREDICTION_DURATION, SERIALIZATION_DURATION
+from tal import io
+from tal.formats import check_format
+from tal.learngene import Learngene
+from tal.predict import blob_metadata
+from tal.specs import GPT2Spec, SpecError, ViTSpec, parse_arch
+
+Spec = ViTSpec | GPT2Spec
+
+
+@dataclass(frozen=True)
+class BlobRequest:
+    """A validated request: the spec, its size and everything in the cache key."""
+
+    spec: Spec
+    num_params: int
+    task: str | None
+    format: str
+    dtype: str
+    seed: int
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+
+def validate_request(
+    arch: object, task: str | None, fmt: str, dtype: str, seed: int, max_params: int
+) -> BlobRequest:
+    """Parses the architecture and checks its size before anything is allocated.
+
+    Blocking (a timm name builds a model on the meta device): call it in a thread.
+    Raises InvalidInput (422) naming the field, or TooLarge (413).
+    """
+    try:
+        spec = parse_arch(arch)  # type: ignore[arg-type]
+        check_format(spec, fmt)
+    except SpecError as exc:
+        raise InvalidInput(f"arch: {exc}") from exc
+    except Exception as exc:  # anything a client can send must end as 422, never 500
+        LOGGER.warning("unexpected error parsing arch: %r", exc)
+        raise InvalidInput(f"arch: cannot be parsed ({type(exc).__name__}: {exc})") from exc
+    num_params = spec.num_params()
+    if num_params > max_params:
+        raise TooLarge(
+            f"arch: {num_params:,} parameters exceed this server's limit of {max_params:,}; "
+            "use a smaller spec"
+        )
+    return BlobRequest(spec, num_params, task, fmt, dtype, seed)
+
+
+def predict_blob(
+    learngene: Learngene, request: BlobRequest, embedding: torch.Tensor | None
+) -> CacheEntry:
+    """Predicts, serialises and hashes one blob (blocking: run it in a thread).
+
+    ``embedding`` is the task's ``(task_dim,)`` vector or None (unconditioned).
+    """
+    start = time.perf_counter()
+    tensors = learngene.predict(
+        request.spec,
+        embedding,
+        request.format,
+        request.dtype,
+        request.seed,  # type: ignore[arg-type]
+    )
+    predicted = time.perf_counter()
+    tensors = _to_cpu(tensors)
+    metadata = blob_metadata(
+        request.spec, request.task, request.format, request.dtype, request.seed, learngene
+    )
+    blob = io.to_bytes(tensors, metadata)
+    del tensors
+    entry = CacheEntry(content_etag(blob), blob)
+    PREDICTION_DURATION.labels(request.family).observe(predicted - start)
+    SERIALIZATION_DURATION.labels(request.family).observe(time.perf_counter() - predicted)
+    return entry
+
+
+def _to_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copies device tensors to the CPU once each, so tied names stay one tensor."""
+    if all(t.device.type == "cpu" for t in tensors.values()):
+        return tensors
+    copies: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, tensor in tensors.items():
+        pointer = tensor.data_ptr()
+        if pointer not in copies:
+            copies[pointer] = tensor.cpu()
+        out[name] = copies[pointer]
+    return out
+
+
+class Predictor:
+    """Cache look-up, single flight, the in-flight budget and the prediction threads."""
+
+    def __init__(self, settings: Settings, cache: TieredCache, log: RateLimitedLog) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.log = log
+        self.flight: SingleFlight[CacheEntry] = SingleFlight()
+        self.budget = InflightBudget(settings.inflight_budget_bytes, settings.budget_wait_seconds)
+        self.slots = asyncio.Semaphore(settings.max_concurrent_predictions)
+
+    def key(self, model_version: str, request: BlobRequest, embedding: torch.Tensor | None) -> str:
+        return BlobKey(
+            model_version,
+            request.spec.spec_hash(),
+            task_hash(embedding),
+            request.format,
+            request.dtype,
+            request.seed,
+        ).digest()
+
+    async def get(
+        self, key: str, learngene: Learngene, request: BlobRequest, embedding: torch.Tensor | None
+    ) -> tuple[CacheEntry, str | None]:
+        """``(entry, tier)``: tier is ``"memory"`` / ``"redis"`` for hits, None for misses."""
+        entry, tier = await self.cache.get(key)
+        if entry is not None:
+            return entry, tier
+        entry, _ = await self.flight.run(
+            key, lambda: self._compute(key, learngene, request, embedding)
+        )
+        return entry, None
+
+    async def _compute(
+        self, key: str, learngene: Learngene, request: BlobRequest, embedding: torch.Tensor | None
+    ) -> CacheEntry:
+        cached = self.cache.memory.get(key)
+        if cached is not None:  # a computation finished while this request awaited Redis
+            return cached
+        retry_after = self.settings.retry_after_seconds
+        try:
+            reservation = self.budget.reserve(estimate_bytes(request.num_params, request.dtype))
+            async with reservation, self.slots:
+                entry = await run_in_threadpool(predict_blob, learngene, request, embedding)
+        except BudgetExhausted as exc:
+            raise Unavailable(
+                "server busy: the in-flight memory budget is full; retry shortly", retry_after
+            ) from exc
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            self.log.warning("cuda-oom", f"CUDA out of memory predicting {request.spec}: {exc}")
+            raise Unavailable(
+                "GPU out of memory for this request; retry shortly", retry_after
+            ) from exc
+        self.cache.put(key, entry)
+        return entry

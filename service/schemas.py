@@ -1,0 +1,96 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TASK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_SEED = 2**32 - 1
+MAX_EMBEDDING_VALUES = 65_536
+NAME_PATTERN = TASK_NAME_PATTERN
+
+ARCH_EXAMPLES = [
+    {"family": "vit", "depth": 12, "embed_dim": 384, "num_heads": 6},
+    "vit_small_patch16_224",
+    {"family": "gpt2", "n_layer": 6, "n_embd": 384, "n_head": 6},
+    {"model_type": "gpt2", "n_layer": 6, "n_embd": 384, "n_head": 6},
+]
+
+
+class InitializeRequest(BaseModel):
+    """What to predict weights for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: dict[str, Any] | str = Field(
+        description="a ViT or GPT-2 spec (with 'family'), a timm ViT model name, or a Hugging "
+        "Face ViTConfig / GPT2Config dict (with 'model_type')",
+        examples=ARCH_EXAMPLES,
+    )
+    task: str | None = Field(
+        None, max_length=128, description="task name (GET /v1/tasks); null = unconditioned"
+    )
+    format: Literal["timm", "hf"] = Field("timm", description="tensor names: timm or transformers")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the full-rank residual")
+
+
+class TaskVector(BaseModel):
+    """Registers a task from its embedding vector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TASK_NAME_PATTERN, description="task name")
+    embedding: list[float] = Field(
+        min_length=1, max_length=MAX_EMBEDDING_VALUES, description="task_dim floats"
+    )
+
+
+class TaskInfo(BaseModel):
+    name: str
+    source: Literal["checkpoint", "registered"]
+    hash: str = Field(description="hash of the embedding (part of the cache key)")
+
+
+class TaskList(BaseModel):
+    model_version: str
+    task_dim: int
+    tasks: list[TaskInfo]
+
+
+class TaskRegistered(BaseModel):
+    name: str
+    hash: str
+    shared: bool = Field(description="stored in Redis, so every replica sees it")
+    model_version: str
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="model name in the store")
+    version: str = Field("latest", pattern=NAME_PATTERN, description="version or 'latest'")
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str
+    model_version: str
+    untrained: bool
+    task_dim: int
+    has_ancestry: bool
+    device: str
+    loaded_at: float
+    manifest: dict[str, Any]
+
+
+class ModelsResponse(BaseModel):
+    loaded: ModelSummary
+    available: dict[str, list[str]]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str

@@ -1,0 +1,57 @@
+"""``tal serve``: run the initialization service under uvicorn.
+
+The service lives in the top-level ``service`` package; it is named by its import string so
+the core library never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+APP = "service.main:create_app"
+SETTINGS_FILE_ENV = "TAL_SETTINGS_FILE"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+TORCH_THREADS_ENV = "TAL_TORCH_THREADS"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.config:
+        if not args.config.is_file():
+            raise SystemExit(f"error: settings file {args.config} does not exist")
+        os.environ[SETTINGS_FILE_ENV] = str(args.config.resolve())
+    if args.store:
+        os.environ["TAL_MODEL_STORE"] = str(args.store.resolve())
+    if args.workers > 1:
+        # Several processes: metrics go through files that /metrics merges.
+        os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="tal-metrics-"))
+        cpus = os.cpu_count() or 1
+        os.environ.setdefault(TORCH_THREADS_ENV, str(max(1, cpus // args.workers)))
+    uvicorn.run(
+        APP,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=args.graceful_seconds,
+    )
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="run the HTTP initialization service (uvicorn)")
+    serve.add_argument("--host", default=DEFAULT_HOST)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--config", type=Path, default=None, help="settings file (KEY=value)")
+    serve.add_argument("--store", type=Path, default=None, help="model store folder")
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--graceful-seconds", type=int, default=30)
+    serve.set_defaults(func=_cmd_serve)

@@ -1,0 +1,194 @@
+"""TALClient / AsyncTALClient / ``tal init`` against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from client_support import MODEL, TASK, service_settings
+
+from service.testing import ServiceProcess, free_port
+from tal import io
+from tal.client import AsyncTALClient, RetryPolicy, TALClient, TALError
+from tal.models import build_model
+from tal.specs import parse_arch
+
+VIT = {"family": "vit", "depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 32,
+       "patch_size": 8, "num_classes": 10}  # fmt: skip
+GPT2 = {"family": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 64,
+        "n_positions": 32}  # fmt: skip
+FAST_RETRY = RetryPolicy(retries=40, backoff=0.1, max_backoff=1.0)
+
+
+def requests_with_status(url: str, status: int) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if (
+                sample.name == "tal_requests_total"
+                and sample.labels.get("route") == "/v1/initialize"
+                and sample.labels.get("status") == str(status)
+            ):
+                total += sample.value
+    return total
+
+
+def test_state_dict_and_load_into(server) -> None:
+    with TALClient(server.url) as client:
+        tensors, metadata = client.state_dict(VIT, task=TASK)
+        assert metadata["tal.model_version"] == f"{MODEL}/1"
+        model = build_model(parse_arch(VIT), "timm")
+        model.load_state_dict(tensors, strict=True)
+        gpt2 = build_model(parse_arch(GPT2), "hf")
+        meta = client.load_into(gpt2, GPT2, format="hf")
+        assert meta["tal.format"] == "hf"
+        assert client.models()["loaded"]["name"] == MODEL
+        assert TASK in {row["name"] for row in client.tasks()["tasks"]}
+
+
+def test_errors_carry_status_and_detail(server) -> None:
+    with TALClient(server.url) as client:
+        with pytest.raises(TALError) as invalid:
+            client.initialize({**VIT, "num_heads": 3})
+        assert invalid.value.status == 422
+        assert "num_heads" in invalid.value.detail
+        with pytest.raises(TALError) as unknown:
+            client.initialize(VIT, task="nope")
+        assert unknown.value.status == 404
+
+
+def test_stream_to_file_and_etag_cache(server, tmp_path: Path) -> None:
+    out = tmp_path / "w.safetensors"
+    cache = tmp_path / "cache"
+    with TALClient(server.url, cache_dir=cache) as client:
+        assert client.initialize(VIT, seed=5, out=out) == out
+        first = out.read_bytes()
+        before = requests_with_status(server.url, 304)
+        second = client.initialize(VIT, seed=5)  # answered 304 from the cached copy
+        assert requests_with_status(server.url, 304) == before + 1
+    assert second == first
+    io.load_state_dict(out)
+    with TALClient(server.url) as plain:
+        plain_out = tmp_path / "plain.safetensors"
+        plain.initialize(VIT, seed=5, out=plain_out)
+        assert plain_out.read_bytes() == first
+
+
+def test_async_client(server, tmp_path: Path) -> None:
+    async def run() -> list:
+        async with AsyncTALClient(server.url, cache_dir=tmp_path / "acache") as client:
+            blobs = await asyncio.gather(*(client.initialize(VIT, seed=s) for s in range(4)))
+            again = await client.initialize(VIT, seed=0)
+            await client.load_into(build_model(parse_arch(GPT2), "hf"), GPT2, format="hf")
+            assert (await client.wait_ready())["status"] == "ready"
+            return [*blobs, again]
+
+    blobs = asyncio.run(run())
+    assert blobs[0] == blobs[-1]
+    assert len(set(blobs[:4])) == 4
+
+
+def test_retries_until_a_late_server_is_ready(store: Path, tmp_path: Path) -> None:
+    """The client starts first; the server comes up a second later and loads its checkpoint:
+    connection errors and 503s are retried until the answer arrives."""
+    port = free_port()
+    server = ServiceProcess(tmp_path, service_settings(store), port=port)
+    result: dict = {}
+
+    def call() -> None:
+        with TALClient(server.url, retry=FAST_RETRY) as client:
+            result["blob"] = client.initialize(VIT)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(1.0)
+    server.start()
+    try:
+        thread.join(timeout=120)
+        assert isinstance(result.get("blob"), bytes)
+        io.load_state_dict(result["blob"])
+    finally:
+        server.stop()
+
+
+class _BusyThenOk(BaseHTTPRequestHandler):
+    """Answers 503 + Retry-After: 1 twice, then a small body (exercises the client only)."""
+
+    calls = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        type(self).calls += 1
+        if type(self).calls <= 2:
+            self.send_response(503)
+            self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"blob"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_retry_after_is_honoured() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _BusyThenOk)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        start = time.monotonic()
+        with TALClient(url, retry=RetryPolicy(retries=3, backoff=0.01)) as client:
+            assert client.initialize(VIT) == b"blob"
+        assert time.monotonic() - start >= 2.0  # two Retry-After: 1 waits
+        assert _BusyThenOk.calls == 3
+        _BusyThenOk.calls = -100  # always 503 now: retries run out
+        with (
+            TALClient(url, retry=RetryPolicy(retries=1, backoff=0.01, max_backoff=0.05)) as client,
+            pytest.raises(TALError) as exc,
+        ):
+            client.initialize(VIT)
+        assert exc.value.status == 503
+    finally:
+        httpd.shutdown()
+
+
+def test_connection_errors_run_out(tmp_path: Path) -> None:
+    with (
+        TALClient(f"http://127.0.0.1:{free_port()}", retry=RetryPolicy(2, 0.01, 0.02)) as client,
+        pytest.raises(TALError) as exc,
+    ):
+        client.initialize(VIT)
+    assert exc.value.status is None
+
+
+def test_tal_init_command(server, tmp_path: Path) -> None:
+    out = tmp_path / "init.safetensors"
+    tal = [sys.executable, "-m", "tal.cli"]
+    done = subprocess.run(
+        [*tal, "init", "--server", server.url, "--arch", '{"family": "gpt2", "n_layer": 1, '
+         '"n_embd": 32, "n_head": 2, "vocab_size": 64}', "--format", "hf", "--out", str(out)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    _, metadata = io.load_state_dict(out)
+    assert metadata["tal.format"] == "hf"
+    bad = subprocess.run(
+        [*tal, "init", "--server", server.url, "--arch", "not_a_model", "--out", str(out)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert "422" in bad.stderr
