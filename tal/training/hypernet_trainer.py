@@ -53,6 +53,13 @@ class _FeaturesAndLogits(nn.Module):
         features = self.vit.forward_head(self.vit.forward_features(images), pre_logits=True)
         return features, self.vit.head(features)
 
+    def run(
+        self, params: dict[str, torch.Tensor], images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(B, width)`` and logits ``(B, classes)`` with the ViT's weights replaced by
+        ``params`` (timm names), differentiably."""
+        return forward_with(self, {f"vit.{k}": v for k, v in params.items()}, images)
+
 
 def distillation_loss(
     student: torch.Tensor, teacher: torch.Tensor, temperature: float
@@ -162,9 +169,7 @@ class HypernetTrainer(TrainLoop):
             spec = self.library.train[picks[slot]].model_copy(update={"num_classes": num_classes})
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 params = self.hypernet(spec, self._task(task), "timm", int(noise_seeds[slot]))
-                features, logits = forward_with(
-                    self._model(spec), {f"vit.{k}": v for k, v in params.items()}, images
-                )
+                features, logits = self._model(spec).run(params, images)
                 loss = self.config.ce_weight * F.cross_entropy(
                     logits.float(), labels, label_smoothing=self.config.label_smoothing
                 )
@@ -193,11 +198,7 @@ class HypernetTrainer(TrainLoop):
                 model = self._model(spec)
                 logits = torch.cat(
                     [
-                        forward_with(
-                            model,
-                            {f"vit.{k}": v for k, v in params.items()},
-                            batch.to(self.dist.device),
-                        )[1].cpu()
+                        model.run(params, batch.to(self.dist.device))[1].cpu()
                         for batch in data.images.split(EVAL_BATCH)
                     ]
                 )

@@ -49,6 +49,10 @@ class LibraryPreset:
     n_positions: int = 1_024
 
 
+_CPU_IMAGES = dict(
+    img_size=32, patch_size=CPU_PATCH, in_chans=1, head_dims=CPU_HEAD_DIMS, mlp_ratios=(2.0, 4.0)
+)
+
 PRESETS: dict[str, LibraryPreset] = {
     # Authors' ViTs-1K: depth 3-9; width 192-512 at depth 3, 256-512 at 4-5, 256-768 above.
     "vits-1k": LibraryPreset(
@@ -72,21 +76,10 @@ PRESETS: dict[str, LibraryPreset] = {
         "vit",
         (WidthRule(2, 4, 48, 160, 16), WidthRule(5, 6, 64, 192, 16)),
         CPU_LIBRARY_SIZE,
-        img_size=32,
-        patch_size=CPU_PATCH,
-        in_chans=1,
-        head_dims=CPU_HEAD_DIMS,
-        mlp_ratios=(2.0, 4.0),
+        **_CPU_IMAGES,
     ),
     "cpu-plus": LibraryPreset(
-        "vit",
-        (WidthRule(2, 8, 64, 256, 32),),
-        CPU_LIBRARY_SIZE,
-        img_size=32,
-        patch_size=CPU_PATCH,
-        in_chans=1,
-        head_dims=CPU_HEAD_DIMS,
-        mlp_ratios=(2.0, 4.0),
+        "vit", (WidthRule(2, 8, 64, 256, 32),), CPU_LIBRARY_SIZE, **_CPU_IMAGES
     ),
 }
 

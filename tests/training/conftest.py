@@ -31,16 +31,6 @@ def tiny_ancestry_config(run_dir, **overrides) -> AncestryTrainConfig:
 
 
 @pytest.fixture(scope="session")
-def cpu() -> DistInfo:
-    return CPU
-
-
-@pytest.fixture(scope="session")
-def data_limit() -> int:
-    return DATA_LIMIT
-
-
-@pytest.fixture(scope="session")
 def ancestry_run(tmp_path_factory):
     """A run folder holding trained (tiny) ancestry artifacts."""
     run_dir = tmp_path_factory.mktemp("run")
