@@ -1,8 +1,10 @@
 """Prediction speed and memory against a random init measured in the same run.
 
 For ViT-Ti/S/B (224 px, patch 16) and GPT-2 small, prints the graph, encode, decode and total
-milliseconds (median of ``--repeats``), the peak extra resident memory during one prediction
-(measured in a fresh subprocess) relative to the output size, and the time of the baseline
+milliseconds (median of ``--repeats``; "total" reuses an idle output buffer as a serving
+process does, "cold" faults in fresh memory every time, see ``tal.hypernet.arena``), the peak
+extra resident memory during one prediction (measured in a fresh subprocess) relative to the
+output size, and the time of the baseline
 ``timm.create_model(name, pretrained=False)`` (``GPT2LMHeadModel(GPT2Config())`` for GPT-2).
 
     python bench/predict.py [--repeats 5] [--json results.json]
@@ -24,6 +26,7 @@ import torch
 
 from tal.formats import export_plan
 from tal.graph import build_graph
+from tal.hypernet.arena import OUTPUT_POOL
 from tal.learngene import load_default
 from tal.specs import GPT2Spec, parse_arch
 
@@ -106,6 +109,8 @@ def measure(name: str, repeats: int) -> dict[str, float]:
         nodes = hypernet.encode(spec)
         decode_s = median_seconds(lambda: hypernet.decoder(nodes, plan), repeats)
         total_s = median_seconds(lambda: learngene.predict(spec, format=fmt), repeats)
+        with OUTPUT_POOL.budget(0):
+            cold_s = median_seconds(lambda: learngene.predict(spec, format=fmt), repeats)
     baseline_s = median_seconds(baseline(name), repeats)
     memory = json.loads(
         subprocess.run(
@@ -122,6 +127,7 @@ def measure(name: str, repeats: int) -> dict[str, float]:
         "encode_ms": encode_s * 1e3,
         "decode_ms": decode_s * 1e3,
         "total_ms": total_s * 1e3,
+        "cold_total_ms": cold_s * 1e3,
         "baseline_ms": baseline_s * 1e3,
         "ratio_to_baseline": total_s / baseline_s,
         "output_mib": memory["output"] / MIB,
@@ -147,6 +153,7 @@ def main() -> None:
     )
     header = (
         f"{'model':24} {'graph ms':>9} {'encode ms':>10} {'decode ms':>10} {'total ms':>9} "
+        f"{'cold ms':>8} "
         f"{'baseline ms':>12} {'ratio':>6} {'out MiB':>8} {'extra MiB':>10} {'extra/out':>9}"
     )
     print(header)
@@ -155,7 +162,8 @@ def main() -> None:
         r = results[name] = measure(name, args.repeats)
         print(
             f"{name:24} {r['graph_ms']:9.2f} {r['encode_ms']:10.1f} {r['decode_ms']:10.1f} "
-            f"{r['total_ms']:9.1f} {r['baseline_ms']:12.1f} {r['ratio_to_baseline']:6.2f} "
+            f"{r['total_ms']:9.1f} {r['cold_total_ms']:8.1f} {r['baseline_ms']:12.1f} "
+            f"{r['ratio_to_baseline']:6.2f} "
             f"{r['output_mib']:8.1f} {r['peak_extra_mib']:10.1f} "
             f"{r['peak_extra_over_output']:9.2f}"
         )
