@@ -31,7 +31,7 @@ from torch import nn
 from tal.formats import ExportPiece, ExportPlan
 from tal.graph import ParamKind, ParamSlot
 from tal.hypernet.arena import OUTPUT_POOL
-from tal.hypernet.config import DecoderConfig
+from tal.hypernet.config import DecoderConfig, FrequencyKind
 
 EMBEDDING_STD = 0.02  # timm / Hugging Face convention for token, position and class embeddings
 GAIN_RANGE = 4.0
@@ -50,13 +50,14 @@ COMPOSE_CHUNK_ELEMENTS = 2**20
 class FourierBasis(nn.Module):
     """``P(n)[i] = sqrt(2 / d) * cos(i * w + phi)`` with fixed random ``w`` in (0, pi)."""
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, frequencies: FrequencyKind = "uniform") -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.size = size
-        self.register_buffer(
-            "frequency", torch.rand(size, generator=generator, dtype=torch.float64) * math.pi
-        )
+        draws = torch.rand(size, generator=generator, dtype=torch.float64)
+        if frequencies == "stratified":  # one frequency in each (k pi / d, (k + 1) pi / d)
+            draws = (torch.arange(size, dtype=torch.float64) + draws) / size
+        self.register_buffer("frequency", draws * math.pi)
         self.register_buffer(
             "phase", torch.rand(size, generator=generator, dtype=torch.float64) * 2 * math.pi
         )
@@ -94,7 +95,7 @@ class FourierBasis(nn.Module):
 class PeriodicBasis(nn.Module):
     """``P(n)[i]`` = one-hot of ``i mod d``: rows of the core repeat every ``d`` (tiling)."""
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, frequencies: FrequencyKind = "uniform") -> None:
         super().__init__()
         self.size = size
 
@@ -128,8 +129,11 @@ class ParamDecoder(nn.Module):
         for head in (self.vector_head, self.scalar_head):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        if config.initial_noise_fraction is not None:
+            with torch.no_grad():
+                self.scalar_head.bias[1] = _noise_logit(config)
         basis_cls = FourierBasis if config.basis == "fourier" else PeriodicBasis
-        self.basis = basis_cls(d, config.basis_seed)
+        self.basis = basis_cls(d, config.basis_seed, config.frequencies)
 
     def _cores(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(S, hidden)`` -> factors ``A (S, d, r)`` and ``B (S, d, r)`` with ``C = A B^T``;
@@ -253,6 +257,17 @@ class ParamDecoder(nn.Module):
                 v = HASH_LOW + span * torch.rand(slot.cols, generator=generator)
                 lattice[i] = (u, v)
         return lattice
+
+
+def _noise_logit(config: DecoderConfig) -> float:
+    """The noise logit whose noise fraction is ``config.initial_noise_fraction``."""
+    floor, start = config.min_noise_fraction, config.initial_noise_fraction
+    if start is None or not floor < start < 1:
+        raise ValueError(
+            f"initial_noise_fraction must lie in (min_noise_fraction={floor}, 1), got {start}"
+        )
+    share = (start - floor) / (1 - floor)
+    return math.log(share / (1 - share))
 
 
 def _bounded(kinds: list[ParamKind], raw: torch.Tensor) -> torch.Tensor:

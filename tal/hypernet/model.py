@@ -9,7 +9,7 @@ from torch import nn
 
 from tal.formats import OutputFormat, check_format, export_plan
 from tal.graph import build_graph
-from tal.hypernet.config import HypernetConfig
+from tal.hypernet.config import PRESETS, HypernetConfig
 from tal.hypernet.decoder import ParamDecoder
 from tal.hypernet.encoder import GraphEncoder
 from tal.specs import GPT2Spec, ViTSpec
@@ -18,7 +18,8 @@ GRAPH_CACHE_ENTRIES = 256  # encoder inputs kept per (spec, device); bounded for
 
 
 class TALHypernet(nn.Module):
-    """Predicts every parameter of a ViT or GPT-2 spec, optionally conditioned on a task.
+    """Predicts every parameter of a ViT or GPT-2 spec, optionally conditioned on a task
+    (config: the ``tal`` preset unless given).
 
     Parameters are created from ``config.init_seed``, so two fresh hypernetworks with the same
     config are identical.
@@ -26,7 +27,7 @@ class TALHypernet(nn.Module):
 
     def __init__(self, config: HypernetConfig | None = None) -> None:
         super().__init__()
-        self.config = config or HypernetConfig()
+        self.config = config or PRESETS["tal"]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.init_seed)
             self.encoder = GraphEncoder(self.config.encoder)

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tal.hypernet.config import DecoderConfig
 from tal.specs import format_validation_error
 
 
@@ -80,6 +81,11 @@ class HypernetTrainConfig(_Config):
     temperature: float = Field(3.0, gt=0)
     norm_penalty: float = Field(3e-5, ge=0)
     task_conditioning: bool = True
+    decoder: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DecoderConfig fields that replace the preset's (ablations), "
+        'e.g. {"residual_noise": false}',
+    )
     task_temperature: float = Field(0.5, gt=0, le=1)
     init_from: Path | None = Field(None, description="training state to start stage 2 from")
     eval_every: int = Field(250, ge=1)
@@ -90,6 +96,15 @@ class HypernetTrainConfig(_Config):
     overfit_batch: bool = Field(False, description="reuse step 1's batch and archs (smoke)")
     seed: int = 0
     device: str = "auto"
+
+    @field_validator("decoder")
+    @classmethod
+    def _known_decoder_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        known = set(DecoderConfig.__dataclass_fields__)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown decoder fields {unknown}; choose from {sorted(known)}")
+        return value
 
 
 def load_config(cls: type[_Config], path: Path | None, overrides: dict[str, Any]) -> Any:

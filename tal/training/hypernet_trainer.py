@@ -107,7 +107,11 @@ class HypernetTrainer(TrainLoop):
         hyper_config = preset(
             config.preset, task_dim=self.ancestry.width, task_conditioning=modulated
         )
-        hyper_config = dataclasses.replace(hyper_config, init_seed=config.seed)
+        hyper_config = dataclasses.replace(
+            hyper_config,
+            decoder=dataclasses.replace(hyper_config.decoder, **config.decoder),
+            init_seed=config.seed,
+        )
         self.conditioning = modulated and config.stage == 2
         self.hypernet = TALHypernet(hyper_config).to(dist.device)
         with torch.random.fork_rng(devices=[]):

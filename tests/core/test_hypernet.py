@@ -1,6 +1,7 @@
 """Decoder scaling, rank, task conditioning, gradients and the baseline switches."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -96,3 +97,19 @@ def test_activations_stay_within_an_order_of_magnitude_of_timm_init(fresh_learng
     ours = block_stds(predicted_model)
     for theirs, mine in zip(reference, ours, strict=True):
         assert 0.1 < mine / theirs < 10, (reference, ours)
+
+
+@torch.no_grad()
+def test_initial_noise_fraction_sets_the_residual_share_before_training():
+    config = preset("tal")
+    config = replace(
+        config,
+        decoder=replace(config.decoder, min_noise_fraction=0.01, initial_noise_fraction=0.05),
+    )
+    state = Learngene.fresh(config).predict(SPEC)
+    weight = state["blocks.0.mlp.fc1.weight"]  # (1024, 256)
+    singular = torch.linalg.svdvals(weight)
+    tail_share = (singular[64:] ** 2).sum() / (singular**2).sum()  # beyond the rank-64 core
+    assert 0.02 < tail_share.item() < 0.06
+    with pytest.raises(ValueError, match="initial_noise_fraction"):
+        TALHypernet(replace(config, decoder=replace(config.decoder, initial_noise_fraction=0.01)))

@@ -93,11 +93,14 @@ def test_stage1_then_stage2_learn_and_export(run_copy, tmp_path):
 
 
 def test_baseline_switches(run_copy):
-    config = tiny_stage_config(run_copy, preset="ghn3", distill_weight=0.0, steps=3)
+    config = tiny_stage_config(
+        run_copy, preset="ghn3", distill_weight=0.0, steps=3, decoder={"basis_size": 32}
+    )
     trainer = HypernetTrainer(config, CPU, DATA_LIMIT)
     trainer.run()
     assert not trainer.hypernet.config.encoder.task_conditioning
     assert trainer.hypernet.config.decoder.basis == "periodic"
+    assert trainer.hypernet.config.decoder.basis_size == 32  # the override
 
 
 def _stage1_command(run_dir, steps, checkpoint_every):
@@ -207,6 +210,8 @@ def test_bad_configs_and_missing_artifacts(tmp_path):
         load_config(HypernetTrainConfig, None, {"colour": 1})
     with pytest.raises(ConfigError, match="steps"):
         load_config(HypernetTrainConfig, None, {"steps": 0})
+    with pytest.raises(ConfigError, match="unknown decoder fields \\['basis_sise'\\]"):
+        load_config(HypernetTrainConfig, None, {"decoder": {"basis_sise": 32}})
     with pytest.raises(FileNotFoundError, match="tal train ancestry"):
         HypernetTrainer(tiny_stage_config(tmp_path), CPU, DATA_LIMIT)
     result = subprocess.run(
