@@ -25,6 +25,22 @@ def _export_target(value: str | None) -> tuple[str, str] | None:
     return name, version
 
 
+def _decoder_overrides(text: str) -> dict:
+    """``--decoder`` JSON: an object whose keys are DecoderConfig fields."""
+    from tal.hypernet.config import DecoderConfig
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--decoder is not JSON: {exc}") from exc
+    known = set(DecoderConfig.__dataclass_fields__)
+    if not isinstance(value, dict) or set(value) - known:
+        raise argparse.ArgumentTypeError(
+            f"--decoder takes a JSON object with keys from {sorted(known)}"
+        )
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="JSON config file")
     parser.add_argument("--run-dir", type=Path, default=None, help="state and artifacts folder")
@@ -130,7 +146,10 @@ def _cmd_default(args: argparse.Namespace) -> int:
     )
     ancestry_metrics = ancestry.run_and_export()
     stage1 = HypernetTrainer(
-        HypernetTrainConfig(stage=1, run_dir=run_dir, steps=args.stage1_steps), dist
+        HypernetTrainConfig(
+            stage=1, run_dir=run_dir, steps=args.stage1_steps, decoder=args.decoder
+        ),
+        dist,
     )
     stage1_metrics = stage1.run()
     stage2 = HypernetTrainer(
@@ -138,6 +157,7 @@ def _cmd_default(args: argparse.Namespace) -> int:
             stage=2,
             run_dir=run_dir,
             steps=args.stage2_steps,
+            decoder=args.decoder,
             optim={"lr": 2e-4},
             init_from=run_dir / "stage1" / "last.safetensors",
         ),
@@ -242,4 +262,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     default.add_argument("--ancestry-steps", type=int, default=1200)
     default.add_argument("--stage1-steps", type=int, default=1200)
     default.add_argument("--stage2-steps", type=int, default=500)
+    default.add_argument(
+        "--decoder",
+        type=_decoder_overrides,
+        default={},
+        help="JSON object of decoder fields that replace the tal preset's "
+        '(e.g. \'{"frequencies": "uniform"}\'; see DecoderConfig)',
+    )
     default.set_defaults(func=_run(_cmd_default))

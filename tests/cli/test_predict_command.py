@@ -71,3 +71,11 @@ def test_predict_reports_bad_input(tmp_path):
     )
     assert unknown.returncode == 2 and "unknown task 'nope'" in unknown.stderr
     assert not out.exists()
+
+
+def test_train_default_refuses_unknown_decoder_fields(tmp_path):
+    result = run_tal("train", "default", "--decoder", '{"basis_sise": 32}', store=tmp_path)
+    assert result.returncode == 2
+    assert "--decoder takes a JSON object with keys from" in result.stderr
+    assert "basis_size" in result.stderr
+    assert not any(tmp_path.iterdir())  # refused before any training or writing
