@@ -31,8 +31,9 @@ def applies(requirement: Requirement, extras: tuple[str, ...]) -> bool:
         return True
     environments = [{"extra": extra} for extra in extras] or [{"extra": ""}]
     return any(
-        requirement.marker.evaluate({"sys_platform": "linux", "platform_system": "Linux",
-                                     "python_version": "3.11", **env})
+        requirement.marker.evaluate(
+            {"sys_platform": "linux", "platform_system": "Linux", "python_version": "3.11", **env}
+        )
         for env in environments
     )
 

@@ -86,12 +86,15 @@ class Ancestry:
         return self.features(prepare_images(images, self.spec)).mean(dim=0)
 
     def to_bytes(self) -> bytes:
+        """Safetensors bytes (metadata: spec, task offsets); the same model gives the same bytes."""
+        from tal.io import to_bytes
+
         metadata = {
             "spec": self.spec.canonical_json(),
             "task_offsets": json.dumps(self.task_offsets),
         }
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        return safetensors.torch.save(state, metadata=metadata)
+        return to_bytes(state, metadata=metadata)
 
     @classmethod
     def from_bytes(cls, blob: bytes, device: str | torch.device = "cpu") -> Ancestry:

@@ -12,6 +12,10 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tal.training.distributed import DistInfo
 
 DEFAULT_VERSION_FORMAT = "%Y.%m.%d"
 
@@ -21,7 +25,7 @@ def _export_target(value: str | None) -> tuple[str, str] | None:
         return None
     name, sep, version = value.partition(":")
     if not sep or not name or not version:
-        raise argparse.ArgumentTypeError("--export takes NAME:VERSION")
+        raise argparse.ArgumentTypeError(f"expected NAME:VERSION, got {value!r}")
     return name, version
 
 
@@ -97,6 +101,30 @@ def _cmd_ancestry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_ancestry(args: argparse.Namespace, run_dir: Path, dist: DistInfo) -> dict:
+    """``--ancestry-from NAME:VERSION``: that store version's ancestry and task embeddings
+    become ``run_dir``'s (written by rank 0); returns its ancestry metrics."""
+    from tal.store import resolve
+    from tal.training.ancestry_trainer import import_ancestry_artifacts
+    from tal.training.distributed import barrier
+
+    source = resolve(*args.ancestry_from, root=args.store)
+    metrics = import_ancestry_artifacts(source, run_dir) if dist.is_main else {}
+    barrier(dist)
+    return metrics
+
+
+def _ancestry_from_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ancestry-from",
+        type=_export_target,
+        default=None,
+        metavar="NAME:VERSION",
+        help="reuse the ancestry model and task embeddings of this store version "
+        "instead of training them (retrains only the hypernetwork)",
+    )
+
+
 def _stage(args: argparse.Namespace, stage: int) -> int:
     from tal.training.config import HypernetTrainConfig, load_config
     from tal.training.distributed import init_distributed
@@ -120,7 +148,10 @@ def _stage(args: argparse.Namespace, stage: int) -> int:
     if args.lr is not None:
         overrides["optim"] = {"lr": args.lr}
     config = load_config(HypernetTrainConfig, args.config, overrides)
-    trainer = HypernetTrainer(config, init_distributed(config.device), args.data_limit)
+    dist = init_distributed(config.device)
+    if args.ancestry_from is not None:
+        _import_ancestry(args, config.run_dir, dist)
+    trainer = HypernetTrainer(config, dist, args.data_limit)
     metrics = trainer.run()
     if trainer.dist.is_main:
         if args.export:
@@ -141,10 +172,13 @@ def _cmd_default(args: argparse.Namespace) -> int:
     run_dir = args.run_dir
     dist = init_distributed()
     began = time.perf_counter()
-    ancestry = AncestryTrainer(
-        AncestryTrainConfig(run_dir=run_dir, steps=args.ancestry_steps), dist
-    )
-    ancestry_metrics = ancestry.run_and_export()
+    if args.ancestry_from is None:
+        ancestry = AncestryTrainer(
+            AncestryTrainConfig(run_dir=run_dir, steps=args.ancestry_steps), dist
+        )
+        ancestry_metrics = ancestry.run_and_export()
+    else:
+        ancestry_metrics = _import_ancestry(args, run_dir, dist)
     stage1 = HypernetTrainer(
         HypernetTrainConfig(
             stage=1, run_dir=run_dir, steps=args.stage1_steps, decoder=args.decoder
@@ -193,11 +227,12 @@ def _cmd_default(args: argparse.Namespace) -> int:
 
 def _run(func):
     def wrapped(args: argparse.Namespace) -> int:
+        from tal.store import StoreError
         from tal.training.config import ConfigError
 
         try:
             return func(args)
-        except (ConfigError, FileNotFoundError, KeyError) as exc:
+        except (ConfigError, FileNotFoundError, KeyError, StoreError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 
@@ -238,6 +273,7 @@ def register(commands: argparse._SubParsersAction) -> None:
             help="0 trains with cross-entropy only (the baselines)",
         )
         sub.add_argument("--no-task-conditioning", action="store_true")
+        _ancestry_from_option(sub)
         sub.add_argument(
             "--init-from",
             type=Path,
@@ -260,6 +296,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     default.add_argument("--version", default=time.strftime(DEFAULT_VERSION_FORMAT))
     default.add_argument("--store", type=Path, default=None)
     default.add_argument("--ancestry-steps", type=int, default=1200)
+    _ancestry_from_option(default)
     default.add_argument("--stage1-steps", type=int, default=1200)
     default.add_argument("--stage2-steps", type=int, default=500)
     default.add_argument(

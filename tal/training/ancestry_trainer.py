@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tal import store
 from tal.ancestry import Ancestry
 from tal.io import write_atomic
 from tal.specs import ViTSpec
@@ -156,3 +157,29 @@ def load_ancestry_artifacts(
     embeddings = safetensors.torch.load_file(folder / "tasks.safetensors")
     summary = json.loads((folder / SUMMARY_FILE).read_text())
     return ancestry, embeddings, summary
+
+
+def import_ancestry_artifacts(checkpoint: Path, run_dir: Path) -> dict:
+    """Copies the ancestry model and task embeddings of a model-store version (its hashes
+    verified first) into ``run_dir`` as ``tal train ancestry`` would have written them, so the
+    hypernetwork stages can be retrained on an existing ancestry. Returns its ancestry metrics
+    as recorded in the version's manifest."""
+    manifest = store.verify(checkpoint)
+    if store.ANCESTRY_FILE not in manifest["files"]:
+        raise store.StoreError(
+            f"{checkpoint} has no {store.ANCESTRY_FILE}; train one with `tal train ancestry`"
+        )
+    folder = Path(run_dir) / ARTIFACT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename in (store.ANCESTRY_FILE, store.TASKS_FILE):
+        write_atomic(folder / filename, (checkpoint / filename).read_bytes())
+    ancestry = Ancestry.from_bytes((folder / store.ANCESTRY_FILE).read_bytes())
+    summary = {
+        "metrics": manifest["ancestry_metrics"],
+        "spec": json.loads(ancestry.spec.canonical_json()),
+        "num_classes": manifest["task_classes"],
+        "data_fingerprints": manifest["data_fingerprints"],
+        "imported_from": f"{manifest['name']}:{manifest['version']}",
+    }
+    write_atomic(folder / SUMMARY_FILE, json.dumps(summary, indent=2).encode())
+    return manifest["ancestry_metrics"]

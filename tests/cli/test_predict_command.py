@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tal import io
 from tal.models import build_model
 from tal.specs import parse_arch
@@ -79,3 +81,19 @@ def test_train_default_refuses_unknown_decoder_fields(tmp_path):
     assert "--decoder takes a JSON object with keys from" in result.stderr
     assert "basis_size" in result.stderr
     assert not any(tmp_path.iterdir())  # refused before any training or writing
+
+
+@pytest.mark.parametrize("stage", ["default", "stage1"])
+def test_training_refuses_a_missing_ancestry_source(tmp_path, stage):
+    result = run_tal(
+        "train",
+        stage,
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--ancestry-from",
+        "tal-default:1999.01.01",
+        store=tmp_path / "store",
+    )
+    assert result.returncode == 2
+    assert "model 'tal-default' version '1999.01.01' not found" in result.stderr
+    assert not (tmp_path / "run").exists()

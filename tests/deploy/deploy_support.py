@@ -42,7 +42,11 @@ def tool(name: str) -> str:
 def run_tool(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     """Runs a validator, capturing its output; never raises on a non-zero exit."""
     return subprocess.run(
-        args, capture_output=True, text=True, timeout=TOOL_TIMEOUT_SECONDS, check=False,
+        args,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT_SECONDS,
+        check=False,
         **kwargs,  # type: ignore[arg-type]
     )
 

@@ -46,8 +46,7 @@ def test_api_keys_are_required() -> None:
 
 
 def gpu_devices(service: dict) -> list[dict]:
-    return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get(
-        "devices", [])
+    return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
 
 
 def test_gpu_variant_reserves_a_gpu() -> None:

@@ -55,8 +55,9 @@ def test_entrypoint_is_exec_form(dockerfile: Path) -> None:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_base_image_and_torch_are_pinned(dockerfile: Path) -> None:
     steps = instructions(dockerfile)
-    bases = [args for keyword, args in steps
-             if keyword == "ARG" and args.startswith("PYTHON_IMAGE")]
+    bases = [
+        args for keyword, args in steps if keyword == "ARG" and args.startswith("PYTHON_IMAGE")
+    ]
     assert bases and re.fullmatch(r"PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+", bases[0])
     assert ("ARG", "TORCH_VERSION=2.14.1") in steps
     assert ("ARG", "TORCHVISION_VERSION=0.29.1") in steps
@@ -64,8 +65,11 @@ def test_base_image_and_torch_are_pinned(dockerfile: Path) -> None:
 
 
 def test_worker_healthcheck_probes_healthz() -> None:
-    checks = [args for keyword, args in instructions(DOCKER_DIR / "worker.Dockerfile")
-              if keyword == "HEALTHCHECK"]
+    checks = [
+        args
+        for keyword, args in instructions(DOCKER_DIR / "worker.Dockerfile")
+        if keyword == "HEALTHCHECK"
+    ]
     assert len(checks) == 1 and "/healthz" in checks[0] and "CMD [" in checks[0]
 
 
@@ -106,10 +110,13 @@ def test_constraints_cover_the_project_requirements() -> None:
     with (REPO / "pyproject.toml").open("rb") as handle:
         project = tomllib.load(handle)["project"]
     wanted = project["dependencies"] + [
-        req for extra in ("models", "service") for req in project["optional-dependencies"][extra]]
-    pinned = {canonical(line.split("==")[0].split("[")[0])
-              for line in (DOCKER_DIR / "constraints.txt").read_text().splitlines()
-              if line and not line.startswith("#")}
+        req for extra in ("models", "service") for req in project["optional-dependencies"][extra]
+    ]
+    pinned = {
+        canonical(line.split("==")[0].split("[")[0])
+        for line in (DOCKER_DIR / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     missing = {canonical(Requirement(req).name) for req in wanted} - pinned
     assert not missing, f"not in docker/constraints.txt: {sorted(missing)}"
 

@@ -46,15 +46,21 @@ def validate(resource: dict) -> None:
     if resource["kind"] == "PyTorchJob":
         # The pod templates are core/v1 PodTemplateSpecs: check them with the real schema.
         for role, spec in resource["spec"]["pytorchReplicaSpecs"].items():
-            template = {"apiVersion": "v1", "kind": "PodTemplate",
-                        "metadata": {"name": f"{resource['metadata']['name']}-{role.lower()}"},
-                        "template": spec["template"]}
+            template = {
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": f"{resource['metadata']['name']}-{role.lower()}"},
+                "template": spec["template"],
+            }
             kubernetes_validate.validate(template, KUBERNETES_VERSION, strict=True)
 
 
 def all_resources() -> list[tuple[str, dict]]:
-    found = [(f"overlay-{o}:{r['kind']}/{r['metadata']['name']}", r)
-             for o in OVERLAYS for r in rendered(o)]
+    found = [
+        (f"overlay-{o}:{r['kind']}/{r['metadata']['name']}", r)
+        for o in OVERLAYS
+        for r in rendered(o)
+    ]
     for path in STANDALONE:
         found += [(f"{path.name}:{r['kind']}", r) for r in load_yaml_documents(path)]
     return found
@@ -69,8 +75,9 @@ def worker(overlay: str) -> dict:
     return deployment
 
 
-@pytest.mark.parametrize(("label", "resource"), all_resources(), ids=lambda v: v
-                         if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("label", "resource"), all_resources(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_manifest_is_valid(label: str, resource: dict) -> None:
     validate(resource)
 
@@ -90,11 +97,23 @@ def test_strict_validation_catches_typos() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_has_the_whole_stack(overlay: str) -> None:
     kinds = {r["kind"] for r in rendered(overlay)}
-    assert {"Namespace", "Deployment", "Service", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "PersistentVolumeClaim",
-            "StatefulSet", "ConfigMap"} <= kinds
-    assert all(r["metadata"].get("namespace") == "tal"
-               for r in rendered(overlay) if r["kind"] != "Namespace")
+    assert {
+        "Namespace",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "PersistentVolumeClaim",
+        "StatefulSet",
+        "ConfigMap",
+    } <= kinds
+    assert all(
+        r["metadata"].get("namespace") == "tal"
+        for r in rendered(overlay)
+        if r["kind"] != "Namespace"
+    )
 
 
 def test_gpu_overlay_requests_a_gpu_and_cpu_overlay_none() -> None:
@@ -107,8 +126,11 @@ def test_gpu_overlay_requests_a_gpu_and_cpu_overlay_none() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_settings_configmap_selects_the_device(overlay: str) -> None:
-    [settings] = [r for r in by_kind(rendered(overlay), "ConfigMap")
-                  if r["metadata"]["name"].startswith("tal-worker-settings")]
+    [settings] = [
+        r
+        for r in by_kind(rendered(overlay), "ConfigMap")
+        if r["metadata"]["name"].startswith("tal-worker-settings")
+    ]
     assert settings["data"]["TAL_DEVICE"] == {"cpu": "cpu", "gpu": "cuda"}[overlay]
     container = worker(overlay)["spec"]["template"]["spec"]["containers"][0]
     assert container["envFrom"][0]["configMapRef"]["name"] == settings["metadata"]["name"]
@@ -120,8 +142,9 @@ def test_worker_pod_is_hardened_and_probed(overlay: str) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     container = pod["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"][
-        "memory"]
+    assert (
+        container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    )
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -196,8 +219,12 @@ def test_crd_schema_files_are_valid_schemas() -> None:
 
 
 def test_every_image_has_an_exact_tag() -> None:
-    pods = [spec for r in rendered("gpu") if r["kind"] in ("Deployment", "StatefulSet")
-            for spec in [r["spec"]["template"]["spec"]]]
+    pods = [
+        spec
+        for r in rendered("gpu")
+        if r["kind"] in ("Deployment", "StatefulSet")
+        for spec in [r["spec"]["template"]["spec"]]
+    ]
     pods += pod_specs(training("job.yaml")) + pod_specs(training("pytorchjob.yaml"))
     for pod in pods:
         for container in pod["containers"] + pod.get("initContainers", []):
@@ -209,7 +236,8 @@ def test_prometheus_rule_matches_the_compose_alert_rules() -> None:
     [rule] = by_kind(rendered("gpu"), "PrometheusRule")
     expected = load_yaml(DEPLOY_DIR / "prometheus" / "alerts.yml")["groups"]
     assert rule["spec"]["groups"] == expected, (
-        "k8s/base/prometheusrule.yaml must carry the groups of deploy/prometheus/alerts.yml")
+        "k8s/base/prometheusrule.yaml must carry the groups of deploy/prometheus/alerts.yml"
+    )
 
 
 def test_service_monitor_sets_the_job_the_alerts_expect() -> None:

@@ -30,23 +30,32 @@ POLL_SECONDS = 0.25
 REQUEST_TIMEOUT_SECONDS = 60
 LOCALHOST = "127.0.0.1"
 # A tiny ViT: the request exercises prediction, serialisation and both cache tiers quickly.
-TINY_VIT = {"family": "vit", "depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 32,
-            "patch_size": 8, "num_classes": 10}
+TINY_VIT = {
+    "family": "vit",
+    "depth": 2,
+    "embed_dim": 64,
+    "num_heads": 2,
+    "img_size": 32,
+    "patch_size": 8,
+    "num_classes": 10,
+}
 # Series Prometheus itself creates for every target.
 PROMETHEUS_SERIES = {"up"}
 # Labels Prometheus or the query language add, present on no exported sample.
 QUERY_LABELS = {"le", "instance", "job"}
-SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count",
-                                                             "_created"),
-            "summary": ("", "_sum", "_count", "_created"), "gauge": ("",)}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "gauge": ("",),
+}
 SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
 TAL_NAME = re.compile(r"\btal_[a-z0-9_]+\b")
 BY_CLAUSE = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("service") is None
-    or importlib.util.find_spec("service.main") is None,
+    importlib.util.find_spec("service") is None or importlib.util.find_spec("service.main") is None,
     reason="the service package (service.main:create_app) is not installed in this checkout",
 )
 
@@ -59,8 +68,12 @@ def free_port() -> int:
 
 def http(url: str, body: dict | None = None) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="POST" if data else "GET",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as response:
             return response.status, response.read()
@@ -72,8 +85,11 @@ def http(url: str, body: dict | None = None) -> tuple[int, bytes]:
 def running_service(workdir: Path, extra_env: dict[str, str]) -> Iterator[str]:
     """The real service under uvicorn on a free port; yields its base URL once ready."""
     port = free_port()
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("TAL_") and key != "PROMETHEUS_MULTIPROC_DIR"}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("TAL_") and key != "PROMETHEUS_MULTIPROC_DIR"
+    }
     store = workdir / "empty-model-store"
     store.mkdir()
     env |= {
@@ -86,9 +102,23 @@ def running_service(workdir: Path, extra_env: dict[str, str]) -> Iterator[str]:
     log = workdir / "uvicorn.log"
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app",
-             "--host", LOCALHOST, "--port", str(port), "--log-level", "warning"],
-            cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "service.main:create_app",
+                "--host",
+                LOCALHOST,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://{LOCALHOST}:{port}"
     try:
@@ -149,7 +179,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, set[st
 
 @pytest.fixture(scope="module")
 def exported_multiprocess(
-        tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, set[str]], set[str]]:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, set[str]], set[str]]:
     """As the images run it: PROMETHEUS_MULTIPROC_DIR set, /metrics merged from files."""
     workdir = tmp_path_factory.mktemp("multiprocess")
     metrics_dir = workdir / "metrics"
@@ -218,23 +249,29 @@ def problems(expr: str, exported: tuple[dict[str, set[str]], set[str]]) -> list[
 
 @pytest.mark.parametrize(("where", "expr"), list(queried_exprs().items()))
 def test_queried_metrics_are_exported(
-        where: str, expr: str, exported: tuple[dict[str, set[str]], set[str]]) -> None:
+    where: str, expr: str, exported: tuple[dict[str, set[str]], set[str]]
+) -> None:
     assert not problems(expr, exported), f"{where}: {problems(expr, exported)}"
 
 
-@pytest.mark.parametrize("bad_expr", [
-    "rate(tal_request_total[5m])",                                    # misspelt counter
-    "histogram_quantile(0.99, rate(tal_blob_bytes_buckets[5m]))",     # wrong suffix
-    'sum(rate(tal_cache_requests_total{tier="redis",outcome="hit"}[5m]))',  # unknown label
-    "sum by (arch) (rate(tal_prediction_duration_seconds_count[5m]))",     # unknown by() label
-])
+@pytest.mark.parametrize(
+    "bad_expr",
+    [
+        "rate(tal_request_total[5m])",  # misspelt counter
+        "histogram_quantile(0.99, rate(tal_blob_bytes_buckets[5m]))",  # wrong suffix
+        'sum(rate(tal_cache_requests_total{tier="redis",outcome="hit"}[5m]))',  # unknown label
+        "sum by (arch) (rate(tal_prediction_duration_seconds_count[5m]))",  # unknown by() label
+    ],
+)
 def test_check_catches_mistakes(
-        bad_expr: str, exported: tuple[dict[str, set[str]], set[str]]) -> None:
+    bad_expr: str, exported: tuple[dict[str, set[str]], set[str]]
+) -> None:
     assert problems(bad_expr, exported)
 
 
 def test_exposition_parser() -> None:
     samples, declared = parse_exposition(
-        '# TYPE a_total counter\na_total{x="1"} 1.0\n# TYPE h histogram\n# TYPE g gauge\ng 2\n')
+        '# TYPE a_total counter\na_total{x="1"} 1.0\n# TYPE h histogram\n# TYPE g gauge\ng 2\n'
+    )
     assert samples == {"a_total": {"x"}, "g": set()}
     assert {"a_total", "h_bucket", "h_sum", "h_count", "g"} <= declared

@@ -42,6 +42,7 @@ def alert_rules() -> list[dict]:
 
 # ---- dashboard --------------------------------------------------------------------------------
 
+
 def test_dashboard_json_matches_its_source() -> None:
     sys.path.insert(0, str(GRAFANA_DIR))
     try:
@@ -49,7 +50,8 @@ def test_dashboard_json_matches_its_source() -> None:
     finally:
         sys.path.remove(str(GRAFANA_DIR))
     assert DASHBOARD.read_text() == build_dashboard.render(), (
-        "run: python deploy/grafana/build_dashboard.py")
+        "run: python deploy/grafana/build_dashboard.py"
+    )
 
 
 def test_dashboard_is_well_formed() -> None:
@@ -73,21 +75,37 @@ def panel_exprs(title_words: str) -> str:
     return " ".join(t["expr"] for p in hits for t in p["targets"])
 
 
-@pytest.mark.parametrize(("title", "must_contain"), [
-    ("request rate", ["rate(tal_requests_total"]),
-    ("latency route", ["histogram_quantile(0.5,", "histogram_quantile(0.95,",
-                       "histogram_quantile(0.99,", "tal_request_duration_seconds_bucket",
-                       "by (le, route)"]),
-    ("latency family", ["tal_initialize_duration_seconds_bucket", "by (le, family)",
-                        "histogram_quantile(0.99,"]),
-    ("cache hit ratio tier", ["tal_cache_requests_total", 'result="hit"', "by (tier)"]),
-    ("errors status", ["tal_requests_total", "by (status"]),
-    ("in-flight requests", ["tal_inflight_requests"]),
-    ("in-flight bytes", ["tal_inflight_bytes"]),
-    ("blob size", ["tal_blob_bytes_bucket"]),
-    ("model version", ["tal_model_info"]),
-    ("gpu memory", ["tal_gpu_memory_bytes"]),
-])
+@pytest.mark.parametrize(
+    ("title", "must_contain"),
+    [
+        ("request rate", ["rate(tal_requests_total"]),
+        (
+            "latency route",
+            [
+                "histogram_quantile(0.5,",
+                "histogram_quantile(0.95,",
+                "histogram_quantile(0.99,",
+                "tal_request_duration_seconds_bucket",
+                "by (le, route)",
+            ],
+        ),
+        (
+            "latency family",
+            [
+                "tal_initialize_duration_seconds_bucket",
+                "by (le, family)",
+                "histogram_quantile(0.99,",
+            ],
+        ),
+        ("cache hit ratio tier", ["tal_cache_requests_total", 'result="hit"', "by (tier)"]),
+        ("errors status", ["tal_requests_total", "by (status"]),
+        ("in-flight requests", ["tal_inflight_requests"]),
+        ("in-flight bytes", ["tal_inflight_bytes"]),
+        ("blob size", ["tal_blob_bytes_bucket"]),
+        ("model version", ["tal_model_info"]),
+        ("gpu memory", ["tal_gpu_memory_bytes"]),
+    ],
+)
 def test_dashboard_has_panel(title: str, must_contain: list[str]) -> None:
     exprs = panel_exprs(title)
     for fragment in must_contain:
@@ -105,6 +123,7 @@ def test_grafana_provisioning_points_at_the_dashboard() -> None:
 
 
 # ---- Prometheus config and rules: structure ---------------------------------------------------
+
 
 def test_prometheus_config_scrapes_the_api() -> None:
     config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
@@ -124,12 +143,17 @@ def test_alert_rules_structure() -> None:
         assert rule["annotations"]["summary"]
         assert re.fullmatch(r"\d+[smh]", rule["for"])
     exprs = " ".join(rule["expr"] for rule in rules)
-    for needed in ("tal_request_duration_seconds_bucket", 'status=~"5.."', "tal_model_ready",
-                   'tal_cache_errors_total{tier="redis"}'):
+    for needed in (
+        "tal_request_duration_seconds_bucket",
+        'status=~"5.."',
+        "tal_model_ready",
+        'tal_cache_errors_total{tier="redis"}',
+    ):
         assert needed in exprs
 
 
 # ---- promtool ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def promtool() -> str:

@@ -14,7 +14,8 @@ import safetensors.torch
 import torch
 
 from tal.learngene import Learngene
-from tal.training.ancestry_trainer import load_ancestry_artifacts
+from tal.store import StoreError
+from tal.training.ancestry_trainer import import_ancestry_artifacts, load_ancestry_artifacts
 from tal.training.config import ConfigError, HypernetTrainConfig, OptimConfig, load_config
 from tal.training.distributed import DistInfo
 from tal.training.hypernet_trainer import HypernetTrainer
@@ -60,6 +61,8 @@ def test_ancestry_smoke(ancestry_run):
     }
     assert all(e.shape == (32,) and torch.isfinite(e).all() for e in embeddings.values())
     assert "val_acc/fashion_mnist" in summary["metrics"]
+    # store artifacts are byte-stable (safetensors writes metadata in hash-map order)
+    assert len({_ancestry.to_bytes() for _ in range(5)}) == 1
 
 
 def test_stage1_then_stage2_learn_and_export(run_copy, tmp_path):
@@ -90,6 +93,24 @@ def test_stage1_then_stage2_learn_and_export(run_copy, tmp_path):
     }
     plain = learngene.predict(spec)["head.weight"]
     assert not torch.equal(learngene.predict(spec, task="glyphs_greek")["head.weight"], plain)
+    check_ancestry_import(tmp_path / "store" / "tiny" / "1", run_copy, tmp_path / "reused")
+
+
+def check_ancestry_import(version_dir, original_run, new_run):
+    """``tal train default --ancestry-from``: a store version's ancestry becomes a run's."""
+    metrics = import_ancestry_artifacts(version_dir, new_run)
+    _, original_embeddings, original_summary = load_ancestry_artifacts(original_run)
+    ancestry, embeddings, summary = load_ancestry_artifacts(new_run)
+    assert metrics == original_summary["metrics"] == summary["metrics"]
+    assert summary["num_classes"] == original_summary["num_classes"]
+    assert summary["imported_from"] == "tiny:1"
+    assert all(torch.equal(embeddings[k], original_embeddings[k]) for k in original_embeddings)
+    assert ancestry.spec == load_ancestry_artifacts(original_run)[0].spec
+    tasks_file = version_dir / "tasks.safetensors"
+    data = tasks_file.read_bytes()
+    tasks_file.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    with pytest.raises(StoreError, match=r"tasks\.safetensors is corrupt"):
+        import_ancestry_artifacts(version_dir, new_run)
 
 
 def test_baseline_switches(run_copy):
