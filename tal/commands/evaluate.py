@@ -9,7 +9,7 @@ from pathlib import Path
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tal.evaluation.config import QUICK, EvalConfig
-    from tal.evaluation.report import write_report
+    from tal.evaluation.report import read_results, write_report
     from tal.evaluation.runner import clean_run, output_paths, run_evaluation
     from tal.training.config import ConfigError, load_config
     from tal.training.distributed import init_distributed
@@ -27,13 +27,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         overrides = {**QUICK, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         config = load_config(EvalConfig, args.config, overrides)
-        if args.fresh:
-            clean_run(config)
-        results = run_evaluation(config, init_distributed("cpu"))
-    except (ConfigError, FileNotFoundError) as exc:
+        markdown, json_path = output_paths(config)
+        if args.report_only:
+            results = read_results(json_path)
+        else:
+            if args.fresh:
+                clean_run(config)
+            results = run_evaluation(config, init_distributed("cpu"))
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    markdown, json_path = output_paths(config)
     write_report(results, markdown, json_path)
     print(f"wrote {markdown} and {json_path}")
     return 0
@@ -44,6 +47,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--config", type=Path, default=None)
     evaluate.add_argument("--quick", action="store_true", help="tiny budget (tests)")
     evaluate.add_argument("--fresh", action="store_true", help="discard earlier training state")
+    evaluate.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-render results.md and the plots from the existing results.json (no training)",
+    )
     evaluate.add_argument("--run-dir", type=Path, default=None)
     evaluate.add_argument(
         "--ancestry-run",

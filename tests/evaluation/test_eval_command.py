@@ -77,3 +77,23 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
         assert heading in markdown
     assert (docs / "untrained_accuracy.png").stat().st_size > 0
     assert (docs / "convergence_glyphs_greek.png").stat().st_size > 0
+
+    # --report-only re-renders the same report from results.json, with no training
+    first = markdown
+    (docs / "results.md").unlink()
+    rerender = subprocess.run(
+        [sys.executable, "-m", "tal.cli", "eval", "--report-only", "--output-dir", str(docs)],
+        capture_output=True,
+        text=True,
+        timeout=QUICK_TIMEOUT_S,
+    )
+    assert rerender.returncode == 0, rerender.stderr[-3000:]
+    assert (docs / "results.md").read_text() == first
+    assert json.loads((docs / "results.json").read_text())["derived"] == results["derived"]
+    missing = subprocess.run(
+        [sys.executable, "-m", "tal.cli", "eval", "--report-only", "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=QUICK_TIMEOUT_S,
+    )
+    assert missing.returncode == 2 and "run `tal eval` first" in missing.stderr
