@@ -63,7 +63,8 @@ def _sort_metadata(blob: bytes) -> bytes:
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     if len(text) > length:  # formatting differs from the writer's: keep its bytes
         return blob
-    return blob[:HEADER_LENGTH_BYTES] + text.ljust(length) + blob[end:]
+    # one copy of the tensor data (slicing bytes and then concatenating would make two)
+    return b"".join((blob[:HEADER_LENGTH_BYTES], text.ljust(length), memoryview(blob)[end:]))
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
