@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from service.cache.keys import BlobKey, content_etag, task_hash
+from service.cache.keys import BlobKey, blob_etag, task_hash
 from service.cache.memory import CacheEntry
 from service.cache.singleflight import SingleFlight
 from service.cache.tiered import TieredCache
@@ -18,9 +19,10 @@ from service.core.config import Settings
 from service.core.errors import InvalidInput, TooLarge, Unavailable
 from service.core.logging import LOGGER, RateLimitedLog
 from service.core.metrics import PREDICTION_DURATION, SERIALIZATION_DURATION
+from tal import __version__ as tal_version
 from tal import io
 from tal.formats import check_format
-from tal.learngene import Learngene
+from tal.learngene import Learngene, code_version
 from tal.predict import blob_metadata
 from tal.specs import GPT2Spec, SpecError, ViTSpec, parse_arch
 
@@ -69,9 +71,10 @@ def validate_request(
 
 
 def predict_blob(
-    learngene: Learngene, request: BlobRequest, embedding: torch.Tensor | None
+    learngene: Learngene, request: BlobRequest, embedding: torch.Tensor | None, key: str
 ) -> CacheEntry:
-    """Predicts, serialises and hashes one blob (blocking: run it in a thread).
+    """Predicts and serialises one blob, tagged for cache key ``key`` (blocking: run it in a
+    thread).
 
     ``embedding`` is the task's ``(task_dim,)`` vector or None (unconditioned).
     """
@@ -90,10 +93,20 @@ def predict_blob(
     )
     blob = io.to_bytes(tensors, metadata)
     del tensors
-    entry = CacheEntry(content_etag(blob), blob)
+    entry = CacheEntry(blob_etag(key, _producer(learngene)), blob)
     PREDICTION_DURATION.labels(request.family).observe(predicted - start)
     SERIALIZATION_DURATION.labels(request.family).observe(time.perf_counter() - predicted)
     return entry
+
+
+def _producer(learngene: Learngene) -> str:
+    """What besides the cache key decides a blob's bytes: the code and the device kind."""
+    return f"{tal_version}+{_code_version()}|{learngene.hypernet.device.type}"
+
+
+@functools.cache
+def _code_version() -> str:
+    return code_version()
 
 
 def _to_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -153,7 +166,7 @@ class Predictor:
         try:
             reservation = self.budget.reserve(estimate_bytes(request.num_params, request.dtype))
             async with reservation, self.slots:
-                entry = await run_in_threadpool(predict_blob, learngene, request, embedding)
+                entry = await run_in_threadpool(predict_blob, learngene, request, embedding, key)
         except BudgetExhausted as exc:
             raise Unavailable(
                 "server busy: the in-flight memory budget is full; retry shortly", retry_after

@@ -39,6 +39,13 @@ class BlobKey:
         return hashlib.sha256(f"{text}|{self.seed}".encode()).hexdigest()[:KEY_HEX_CHARS]
 
 
-def content_etag(blob: bytes) -> str:
-    """A strong ETag: the quoted sha256 prefix of the blob."""
-    return f'"{hashlib.sha256(blob).hexdigest()[:KEY_HEX_CHARS]}"'
+def blob_etag(key: str, producer: str) -> str:
+    """A weak ETag for the blob of cache key ``key`` made by ``producer`` (code version and
+    device kind).
+
+    Prediction is deterministic, so the key and the producer decide the weights; the tag is weak
+    because another thread count or device may round differently. Deriving it from the key saves
+    hashing the blob (0.29 s for ViT-B's 346 MB) and lets any replica compute it.
+    """
+    digest = hashlib.sha256(f"{key}|{producer}".encode()).hexdigest()[:KEY_HEX_CHARS]
+    return f'W/"{digest}"'

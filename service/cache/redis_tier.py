@@ -2,8 +2,8 @@
 miss, and Redis is skipped for ``retry_seconds`` before being tried again, so a dead or slow
 Redis costs at most one timeout per interval and the tier comes back by itself.
 
-Layout (``<p>`` = prefix): ``<p>:blob:<key>`` = ETag (``ETAG_BYTES`` ASCII) + blob, only for
-blobs up to ``max_value_bytes``; ``<p>:etag:<key>`` = ETag (every blob, tiny);
+Layout (``<p>`` = prefix): ``<p>:blob.v2:<key>`` = ETag (``ETAG_BYTES`` ASCII) + blob, only
+for blobs up to ``max_value_bytes``; ``<p>:etag.v2:<key>`` = ETag (every blob, tiny);
 ``<p>:tasks:<model name>`` = hash of task name -> float32 embedding bytes.
 """
 
@@ -22,7 +22,10 @@ from service.core.logging import RateLimitedLog
 from service.core.metrics import CACHE_ERRORS, CACHE_REQUESTS
 
 TIER = "redis"
-ETAG_BYTES = 34  # '"' + 32 hex + '"'
+ETAG_BYTES = 36  # 'W/"' + 32 hex + '"'
+# blob and ETag keys name their layout, so entries of an older one (34-byte strong ETags) are
+# never read
+BLOB_KIND, ETAG_KIND = "blob.v2", "etag.v2"
 DEADLINE_FACTOR = 2  # hard deadline per command, in socket timeouts
 T = TypeVar("T")
 
@@ -84,7 +87,7 @@ class RedisTier:
         if not self.available:
             CACHE_REQUESTS.labels(TIER, "error").inc()
             return None
-        ok, value = await self._run("get", self.client.get(self._key("blob", key)))
+        ok, value = await self._run("get", self.client.get(self._key(BLOB_KIND, key)))
         if not ok:
             CACHE_REQUESTS.labels(TIER, "error").inc()
             return None
@@ -98,7 +101,7 @@ class RedisTier:
     async def etag(self, key: str) -> str | None:
         if not self.available:
             return None
-        ok, value = await self._run("get", self.client.get(self._key("etag", key)))
+        ok, value = await self._run("get", self.client.get(self._key(ETAG_KIND, key)))
         return value.decode("ascii") if ok and value else None
 
     async def put(self, key: str, entry: CacheEntry) -> None:
@@ -106,15 +109,15 @@ class RedisTier:
         if not self.available:
             return
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self._key("etag", key), entry.etag.encode("ascii"), ex=self.ttl)
+            pipe.set(self._key(ETAG_KIND, key), entry.etag.encode("ascii"), ex=self.ttl)
             if len(entry.blob) <= self.max_value_bytes:
                 value = entry.etag.encode("ascii").ljust(ETAG_BYTES) + entry.blob
-                pipe.set(self._key("blob", key), value, ex=self.ttl)
+                pipe.set(self._key(BLOB_KIND, key), value, ex=self.ttl)
             await self._run("set", pipe.execute())
 
     async def delete(self, key: str) -> None:
         await self._run(
-            "delete", self.client.unlink(self._key("blob", key), self._key("etag", key))
+            "delete", self.client.unlink(self._key(BLOB_KIND, key), self._key(ETAG_KIND, key))
         )
 
     async def get_tasks(self, model_name: str) -> dict[str, bytes] | None:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import torch
 
-from service.cache.keys import BlobKey, content_etag, task_hash
+from service.cache.keys import BlobKey, blob_etag, task_hash
 from service.cache.memory import CacheEntry, MemoryLRU
 from service.cache.singleflight import SingleFlight
 from service.core.budget import BudgetExhausted, InflightBudget, estimate_bytes
@@ -38,7 +38,12 @@ def test_keys() -> None:
     assert base.digest() != BlobKey("m/2", "spec", "none", "timm", "float32", 0).digest()
     assert base.digest() != BlobKey("m/1", "spec", "none", "timm", "float32", 1).digest()
     assert task_hash(torch.ones(4)) != task_hash(torch.zeros(4))
-    assert content_etag(b"a") == content_etag(b"a") != content_etag(b"b")
+    etag = blob_etag(base.digest(), "0.1.0+abc|cpu")
+    assert etag.startswith('W/"') and len(etag) == len('W/""') + 32
+    assert etag == blob_etag(base.digest(), "0.1.0+abc|cpu")
+    assert etag != blob_etag(base.digest(), "0.1.0+abc|cuda")  # another device rounds differently
+    other = BlobKey("m/2", "spec", "none", "timm", "float32", 0).digest()
+    assert etag != blob_etag(other, "0.1.0+abc|cpu")
 
 
 def test_single_flight_computes_once_and_shares_failures() -> None:

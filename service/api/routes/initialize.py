@@ -44,7 +44,7 @@ def _matches(if_none_match: str | None, etag: str | None) -> bool:
     if not if_none_match or not etag:
         return False
     candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-    return etag in candidates or "*" in candidates
+    return etag.removeprefix("W/") in candidates or "*" in candidates  # weak comparison
 
 
 async def initialize(
