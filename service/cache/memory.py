@@ -12,7 +12,7 @@ ETAG_INDEX_SIZE = 65_536  # entries of the key -> ETag index (about 100 bytes ea
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """A served blob and its strong ETag."""
+    """A served blob and its ETag."""
 
     etag: str
     blob: bytes
