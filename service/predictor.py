@@ -133,6 +133,7 @@ class Predictor:
         self.flight: SingleFlight[CacheEntry] = SingleFlight()
         self.budget = InflightBudget(settings.inflight_budget_bytes, settings.budget_wait_seconds)
         self.slots = asyncio.Semaphore(settings.max_concurrent_predictions)
+        _code_version()  # runs `git` once at start-up, not in the first request's prediction
 
     def key(self, model_version: str, request: BlobRequest, embedding: torch.Tensor | None) -> str:
         return BlobKey(

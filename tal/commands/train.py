@@ -31,18 +31,20 @@ def _export_target(value: str | None) -> tuple[str, str] | None:
 
 def _decoder_overrides(text: str) -> dict:
     """``--decoder`` JSON: an object whose keys are DecoderConfig fields."""
-    from tal.hypernet.config import DecoderConfig
+    from tal.hypernet.config import check_decoder_overrides
 
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"--decoder is not JSON: {exc}") from exc
-    known = set(DecoderConfig.__dataclass_fields__)
-    if not isinstance(value, dict) or set(value) - known:
+    try:
+        if not isinstance(value, dict):
+            raise ValueError(f"got {type(value).__name__}")
+        return check_decoder_overrides(value)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            f"--decoder takes a JSON object with keys from {sorted(known)}"
-        )
-    return value
+            f"--decoder takes a JSON object with keys from DecoderConfig: {exc}"
+        ) from exc
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -50,6 +50,16 @@ class DecoderConfig:
     frequencies: FrequencyKind = "uniform"
 
 
+def check_decoder_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` unchanged when every key is a DecoderConfig field; otherwise a ValueError
+    that names the unknown keys and the known ones."""
+    known = set(DecoderConfig.__dataclass_fields__)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown decoder fields {unknown}; choose from {sorted(known)}")
+    return overrides
+
+
 @dataclass(frozen=True)
 class HypernetConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

@@ -171,9 +171,12 @@ def import_ancestry_artifacts(checkpoint: Path, run_dir: Path) -> dict:
         )
     folder = Path(run_dir) / ARTIFACT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for filename in (store.ANCESTRY_FILE, store.TASKS_FILE):
-        write_atomic(folder / filename, (checkpoint / filename).read_bytes())
-    ancestry = Ancestry.from_bytes((folder / store.ANCESTRY_FILE).read_bytes())
+    blobs = {
+        name: (checkpoint / name).read_bytes() for name in (store.ANCESTRY_FILE, store.TASKS_FILE)
+    }
+    for filename, blob in blobs.items():
+        write_atomic(folder / filename, blob)
+    ancestry = Ancestry.from_bytes(blobs[store.ANCESTRY_FILE])
     summary = {
         "metrics": manifest["ancestry_metrics"],
         "spec": json.loads(ancestry.spec.canonical_json()),

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tal.hypernet.config import DecoderConfig
+from tal.hypernet.config import check_decoder_overrides
 from tal.specs import format_validation_error
 
 
@@ -100,11 +100,7 @@ class HypernetTrainConfig(_Config):
     @field_validator("decoder")
     @classmethod
     def _known_decoder_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
-        known = set(DecoderConfig.__dataclass_fields__)
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"unknown decoder fields {unknown}; choose from {sorted(known)}")
-        return value
+        return check_decoder_overrides(value)
 
 
 def load_config(cls: type[_Config], path: Path | None, overrides: dict[str, Any]) -> Any:
