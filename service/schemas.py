@@ -34,7 +34,13 @@ class InitializeRequest(BaseModel):
     )
     format: Literal["timm", "hf"] = Field("timm", description="tensor names: timm or transformers")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the full-rank residual")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="seed of the full-rank residual, for checkpoints whose decoder has one (the "
+        "shipped tal-default since 2026.11.28.1 has none: every seed gives the same weights)",
+    )
 
 
 class TaskVector(BaseModel):

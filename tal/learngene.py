@@ -44,10 +44,10 @@ def parse_dtype(name: str) -> torch.dtype:
 
 
 def code_version() -> str:
-    """The git commit of the code, when run from a checkout."""
+    """The git commit of the code, when run from a checkout (``-dirty`` if it has changes)."""
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"],
             cwd=Path(__file__).parent,
             capture_output=True,
             text=True,

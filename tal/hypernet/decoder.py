@@ -5,9 +5,11 @@ A matrix slot with logical shape ``(rows, cols)`` is
     W = s * ( a * L R / rms(L R)  +  b * sqrt(12) * (frac(u v^T) - 1/2) )
 
 * ``L = P(rows) A`` ``(rows, r)`` and ``R = (P(cols) B)^T`` ``(r, cols)``, where ``P(n)`` is a
-  row basis (``(n, d)`` random Fourier features of the index, or GHN-3 / LoGAH periodic one-hot
-  rows) and ``A``, ``B`` are the predicted core factors. ``rms`` is computed exactly from the
-  ``r x r`` Gram matrices, so the structured part has unit RMS without a pass over ``W``.
+  row basis (``(n, d)``: cosines of the relative index, random Fourier features of the index,
+  or GHN-3 / LoGAH periodic one-hot rows) and ``A``, ``B`` are the predicted core factors.
+  ``rms`` is computed exactly from the ``r x r`` Gram matrices, so the structured part has unit
+  RMS without a pass over ``W``; with ``span_scaling`` its amplitude is further multiplied by
+  ``sqrt(k / cols)`` (``k`` its rank bound), the fan-in gain on the inputs it reads.
 * ``frac(u v^T)`` is a seeded hash lattice (``u``, ``v`` uniform in ``[HASH_LOW, HASH_HIGH)``):
   full rank, uniform on [0, 1), one outer product to make. Its share ``b^2`` of the variance is
   predicted (at least ``min_noise_fraction``), ``a^2 = 1 - b^2``.
@@ -63,6 +65,11 @@ class FourierBasis(nn.Module):
         )
         self._cache: OrderedDict[tuple[int, str, torch.dtype], torch.Tensor] = OrderedDict()
 
+    def _angles(self, n: int) -> torch.Tensor:
+        """``(n, d)`` float64 angles of the cosines."""
+        index = torch.arange(n, dtype=torch.float64, device=self.frequency.device)
+        return index[:, None] * self.frequency.clone() + self.phase.clone()
+
     def features(self, n: int, dtype: torch.dtype) -> torch.Tensor:
         """``(n, d)`` basis rows (cached)."""
         key = (n, str(self.frequency.device), dtype)
@@ -70,9 +77,7 @@ class FourierBasis(nn.Module):
             self._cache.move_to_end(key)
             return self._cache[key]
         with torch.inference_mode(False), torch.no_grad():  # a constant, cached across modes
-            index = torch.arange(n, dtype=torch.float64, device=self.frequency.device)
-            angles = index[:, None] * self.frequency.clone() + self.phase.clone()
-            value = (torch.cos(angles) * math.sqrt(2.0 / self.size)).to(dtype)
+            value = (torch.cos(self._angles(n)) * math.sqrt(2.0 / self.size)).to(dtype)
         self._cache[key] = value
         if len(self._cache) > BASIS_CACHE_ENTRIES:
             self._cache.popitem(last=False)
@@ -92,6 +97,29 @@ class FourierBasis(nn.Module):
         return self._cache[key]
 
 
+class RelativeBasis(FourierBasis):
+    """``P(n)[i, k] = sqrt(2 / d) * cos(pi (k + 1) (i + 1/2) / n)``: cosines of the *relative*
+    index ``(i + 1/2) / n``, frequencies 1 to ``d``.
+
+    The DCT-II basis of length ``n`` without its constant row, cut to ``d`` frequencies
+    (orthogonal columns for ``n > d``). A tensor of width ``2n`` samples the same ``d`` smooth
+    profiles as one of width ``n``, twice as densely, so a core means nearly the same function
+    at every width (as GHN-3's tiling does exactly), while no two rows are equal and nothing
+    caps the size. The constant profile is left out: behind a pre-norm LayerNorm it carries
+    nothing, and it adds the same shift to every channel of the residual stream block after
+    block.
+    """
+
+    def __init__(self, size: int, seed: int, frequencies: FrequencyKind = "uniform") -> None:
+        super().__init__(size, seed, frequencies)
+        self.frequency = torch.arange(1, size + 1, dtype=torch.float64) * math.pi
+        self.phase = torch.zeros(size, dtype=torch.float64)
+
+    def _angles(self, n: int) -> torch.Tensor:
+        index = torch.arange(n, dtype=torch.float64, device=self.frequency.device) + 0.5
+        return (index / n)[:, None] * self.frequency.clone()
+
+
 class PeriodicBasis(nn.Module):
     """``P(n)[i]`` = one-hot of ``i mod d``: rows of the core repeat every ``d`` (tiling)."""
 
@@ -108,6 +136,13 @@ class PeriodicBasis(nn.Module):
         """``P(n)^T P(n)`` ``(d, d)``: diagonal, how often each core row is repeated."""
         index = torch.arange(n) % self.size
         return torch.diag(torch.bincount(index, minlength=self.size).to(dtype))
+
+
+BASES: dict[str, type[nn.Module]] = {
+    "fourier": FourierBasis,
+    "relative": RelativeBasis,
+    "periodic": PeriodicBasis,
+}
 
 
 class ParamDecoder(nn.Module):
@@ -132,8 +167,7 @@ class ParamDecoder(nn.Module):
         if config.initial_noise_fraction is not None:
             with torch.no_grad():
                 self.scalar_head.bias[1] = _noise_logit(config)
-        basis_cls = FourierBasis if config.basis == "fourier" else PeriodicBasis
-        self.basis = basis_cls(d, config.basis_seed, config.frequencies)
+        self.basis = BASES[config.basis](d, config.basis_seed, config.frequencies)
 
     def _cores(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(S, hidden)`` -> factors ``A (S, d, r)`` and ``B (S, d, r)`` with ``C = A B^T``;
@@ -158,11 +192,32 @@ class ParamDecoder(nn.Module):
             dtype=scalars.dtype,
         )
         std = base * torch.exp(math.log(GAIN_RANGE) * torch.tanh(scalars[:, 0]))
+        structured_std = std
+        if self.config.span_scaling:
+            structured_std = std * self._span_factors(slots).to(std)
         if not self.config.residual_noise:
-            return std, torch.zeros_like(std)
+            return structured_std, torch.zeros_like(std)
         floor = self.config.min_noise_fraction
         noise_fraction = floor + (1 - floor) * torch.sigmoid(scalars[:, 1])
-        return std * torch.sqrt(1 - noise_fraction), std * torch.sqrt(noise_fraction)
+        return structured_std * torch.sqrt(1 - noise_fraction), std * torch.sqrt(noise_fraction)
+
+    def _span_factors(self, slots: list[ParamSlot]) -> torch.Tensor:
+        """``sqrt(k / cols)`` per slot ``(S,)``, ``k`` the structured part's rank bound.
+
+        A rank-``k`` matrix with the entry variance of a full-rank one amplifies inputs that lie
+        in its row space by ``cols / k`` in variance; inside a network those are the inputs it
+        sees (every matrix reads from the span of the same basis), so without this factor the
+        residual stream of a fresh hypernetwork's prediction grows block after block.
+        """
+        rank = self.config.core_rank or self.config.basis_size
+        return torch.tensor(
+            [
+                1.0
+                if s.kind == ParamKind.EMBEDDING
+                else math.sqrt(min(rank, s.rows, s.cols) / s.cols)
+                for s in slots
+            ]
+        )
 
     def forward(
         self,

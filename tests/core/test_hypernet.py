@@ -8,6 +8,7 @@ import torch
 
 from tal.functional import forward_with
 from tal.hypernet import TALHypernet, preset
+from tal.hypernet.decoder import RelativeBasis
 from tal.learngene import Learngene
 from tal.models import build_model
 from tal.specs import ViTSpec
@@ -16,30 +17,52 @@ SPEC = ViTSpec(depth=2, embed_dim=256, num_heads=4, img_size=32, patch_size=4, n
 
 
 @torch.no_grad()
-def test_weights_have_the_fan_in_variance(fresh_learngene):
+def test_weights_have_the_fan_in_variance_on_the_span_they_read(fresh_learngene):
     state = fresh_learngene.predict(SPEC)
-    for name, fan_in, gain in [
-        ("blocks.0.attn.qkv.weight", 256, 1.0),
-        ("blocks.1.mlp.fc1.weight", 256, 2.0),
-        ("blocks.1.mlp.fc2.weight", 1024, 1 / 4),  # residual gain
-        ("patch_embed.proj.weight", 48, 1.0),
+    rank = fresh_learngene.hypernet.config.decoder.basis_size
+    for name, rows, fan_in, gain in [
+        ("blocks.0.attn.qkv.weight", 768, 256, 1.0),
+        ("blocks.1.mlp.fc1.weight", 1024, 256, 2.0),
+        ("blocks.1.mlp.fc2.weight", 256, 1024, 1 / 4),  # residual gain
+        ("patch_embed.proj.weight", 256, 48, 1.0),
     ]:
-        assert state[name].std().item() == pytest.approx(math.sqrt(gain / fan_in), rel=0.05)
+        in_span = min(rank, rows, fan_in) / fan_in  # span scaling: rank-k part, k = 64
+        expected = math.sqrt(gain / fan_in * in_span)
+        assert state[name].std().item() == pytest.approx(expected, rel=0.05)
     assert state["pos_embed"].std().item() == pytest.approx(0.02, rel=0.05)
     assert torch.equal(state["norm.weight"], torch.ones(256))  # zero-initialised heads
     assert torch.equal(state["blocks.0.attn.qkv.bias"], torch.zeros(768))
 
 
 @torch.no_grad()
-def test_ours_is_full_rank_and_untiled_while_ghn3_tiles():
+def test_relative_basis_samples_the_same_profiles_at_every_width():
+    basis = RelativeBasis(64, seed=0)
+    narrow, wide = basis.features(96, torch.float64), basis.features(192, torch.float64)
+    # rows 2i and 2i + 1 of width 2n straddle row i of width n: their mean is that row, damped
+    # by cos(pi f / 4n) for frequency f (cos(a - e) + cos(a + e) = 2 cos(a) cos(e))
+    damping = torch.cos(basis.frequency / (4 * 96))
+    assert torch.allclose((wide[0::2] + wide[1::2]) / 2, narrow * damping, atol=1e-12)
+    gram = basis.gram(192, torch.float64)  # orthogonal columns once n > d
+    assert torch.allclose(gram, torch.diag(torch.diag(gram)), atol=1e-9)
+    assert torch.allclose(narrow.sum(0), torch.zeros(64, dtype=torch.float64), atol=1e-9)
+    distances = torch.cdist(basis.features(768, torch.float64), basis.features(768, torch.float64))
+    assert distances.fill_diagonal_(1.0).min() > 1e-3  # no two rows equal at ViT-B width
+
+
+@torch.no_grad()
+def test_ours_is_untiled_while_ghn3_tiles_and_the_residual_gives_full_rank():
     ours = Learngene.fresh().predict(SPEC)["blocks.0.mlp.fc1.weight"]  # (1024, 256)
-    assert torch.linalg.matrix_rank(ours).item() == 256
+    assert torch.cdist(ours, ours).fill_diagonal_(1.0).min() > 0  # no repeated rows
     assert not torch.allclose(ours[:64], ours[64:128])
     tiled = Learngene.fresh(preset("ghn3")).predict(SPEC)["blocks.0.mlp.fc1.weight"]
     assert torch.equal(tiled[:64], tiled[64:128])  # GHN-3's repeated blocks
     assert torch.linalg.matrix_rank(tiled).item() <= 64
     low_rank = Learngene.fresh(preset("logah")).predict(SPEC)["blocks.0.mlp.fc1.weight"]
     assert torch.linalg.matrix_rank(low_rank).item() <= 16
+    config = preset("tal")
+    noisy = replace(config, decoder=replace(config.decoder, residual_noise=True))
+    full = Learngene.fresh(noisy).predict(SPEC)["blocks.0.mlp.fc1.weight"]
+    assert torch.linalg.matrix_rank(full).item() == 256
 
 
 def test_task_conditioning_is_zero_initialised_then_effective():
@@ -74,29 +97,47 @@ def test_gradients_reach_the_hypernetwork_through_a_real_model():
     assert all(p.grad is None for p in model.parameters())
 
 
-@torch.no_grad()
-def test_activations_stay_within_an_order_of_magnitude_of_timm_init(fresh_learngene):
-    spec = ViTSpec(depth=6, embed_dim=192, num_heads=3, img_size=32, patch_size=4, num_classes=10)
+ACTIVATION_SPEC = ViTSpec(
+    depth=6, embed_dim=192, num_heads=3, img_size=32, patch_size=4, num_classes=10
+)
+
+
+def _block_stds(state: dict[str, torch.Tensor] | None) -> list[float]:
+    """Output std of every block and of the logits for 8 fixed random images; timm's own
+    init when ``state`` is None."""
+    model = build_model(ACTIVATION_SPEC, "timm").eval()
+    if state is not None:
+        model.load_state_dict(state)
     torch.manual_seed(0)
     images = torch.randn(8, 3, 32, 32)
+    stds = []
+    hooks = [
+        b.register_forward_hook(lambda m, i, o: stds.append(o.std().item())) for b in model.blocks
+    ]
+    logits = model(images)
+    for hook in hooks:
+        hook.remove()
+    return [*stds, logits.std().item()]
 
-    def block_stds(model):
-        stds = []
-        hooks = [
-            b.register_forward_hook(lambda m, i, o: stds.append(o.std().item()))
-            for b in model.blocks
-        ]
-        logits = model(images)
-        for hook in hooks:
-            hook.remove()
-        return [*stds, logits.std().item()]
 
-    reference = block_stds(build_model(spec, "timm").eval())
-    predicted_model = build_model(spec, "timm").eval()
-    predicted_model.load_state_dict(fresh_learngene.predict(spec))
-    ours = block_stds(predicted_model)
+@torch.no_grad()
+def test_activations_stay_within_an_order_of_magnitude_of_timm_init(fresh_learngene):
+    reference = _block_stds(None)
+    ours = _block_stds(fresh_learngene.predict(ACTIVATION_SPEC))
     for theirs, mine in zip(reference, ours, strict=True):
         assert 0.1 < mine / theirs < 10, (reference, ours)
+
+
+@torch.no_grad()
+def test_without_span_scaling_a_fresh_low_rank_prediction_grows_block_after_block():
+    config = preset("tal")
+    unscaled = replace(config, decoder=replace(config.decoder, span_scaling=False))
+    reference = _block_stds(None)
+    scaled = _block_stds(Learngene.fresh(config).predict(ACTIVATION_SPEC))
+    grown = _block_stds(Learngene.fresh(unscaled).predict(ACTIVATION_SPEC))
+    last_block = len(reference) - 2
+    assert grown[last_block] / reference[last_block] > 10  # the failure span scaling removes
+    assert scaled[last_block] / reference[last_block] < 5
 
 
 @torch.no_grad()
@@ -104,7 +145,13 @@ def test_initial_noise_fraction_sets_the_residual_share_before_training():
     config = preset("tal")
     config = replace(
         config,
-        decoder=replace(config.decoder, min_noise_fraction=0.01, initial_noise_fraction=0.05),
+        decoder=replace(
+            config.decoder,
+            residual_noise=True,
+            span_scaling=False,
+            min_noise_fraction=0.01,
+            initial_noise_fraction=0.05,
+        ),
     )
     state = Learngene.fresh(config).predict(SPEC)
     weight = state["blocks.0.mlp.fc1.weight"]  # (1024, 256)
