@@ -49,26 +49,17 @@ BASIS_CACHE_ENTRIES = 64
 COMPOSE_CHUNK_ELEMENTS = 2**20
 
 
-class FourierBasis(nn.Module):
-    """``P(n)[i] = sqrt(2 / d) * cos(i * w + phi)`` with fixed random ``w`` in (0, pi)."""
+class CosineBasis(nn.Module):
+    """``P(n)[i] = sqrt(2 / d) * cos(t_i * w + phi)`` for fixed ``w``, ``phi`` ``(d,)``, where
+    the position ``t_i`` is the index ``i`` (absolute) or ``(i + 1/2) / n`` (relative)."""
 
-    def __init__(self, size: int, seed: int, frequencies: FrequencyKind = "uniform") -> None:
+    def __init__(self, frequency: torch.Tensor, phase: torch.Tensor, relative: bool) -> None:
         super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        self.size = size
-        draws = torch.rand(size, generator=generator, dtype=torch.float64)
-        if frequencies == "stratified":  # one frequency in each (k pi / d, (k + 1) pi / d)
-            draws = (torch.arange(size, dtype=torch.float64) + draws) / size
-        self.register_buffer("frequency", draws * math.pi)
-        self.register_buffer(
-            "phase", torch.rand(size, generator=generator, dtype=torch.float64) * 2 * math.pi
-        )
+        self.size = frequency.numel()
+        self.relative = relative
+        self.register_buffer("frequency", frequency)
+        self.register_buffer("phase", phase)
         self._cache: OrderedDict[tuple[int, str, torch.dtype], torch.Tensor] = OrderedDict()
-
-    def _angles(self, n: int) -> torch.Tensor:
-        """``(n, d)`` float64 angles of the cosines."""
-        index = torch.arange(n, dtype=torch.float64, device=self.frequency.device)
-        return index[:, None] * self.frequency.clone() + self.phase.clone()
 
     def features(self, n: int, dtype: torch.dtype) -> torch.Tensor:
         """``(n, d)`` basis rows (cached)."""
@@ -77,7 +68,11 @@ class FourierBasis(nn.Module):
             self._cache.move_to_end(key)
             return self._cache[key]
         with torch.inference_mode(False), torch.no_grad():  # a constant, cached across modes
-            value = (torch.cos(self._angles(n)) * math.sqrt(2.0 / self.size)).to(dtype)
+            position = torch.arange(n, dtype=torch.float64, device=self.frequency.device)
+            if self.relative:
+                position = (position + 0.5) / n
+            angles = position[:, None] * self.frequency.clone() + self.phase.clone()
+            value = (torch.cos(angles) * math.sqrt(2.0 / self.size)).to(dtype)
         self._cache[key] = value
         if len(self._cache) > BASIS_CACHE_ENTRIES:
             self._cache.popitem(last=False)
@@ -97,9 +92,21 @@ class FourierBasis(nn.Module):
         return self._cache[key]
 
 
-class RelativeBasis(FourierBasis):
+class FourierBasis(CosineBasis):
+    """Random Fourier features of the absolute index: ``w`` in (0, pi), ``phi`` in (0, 2 pi)."""
+
+    def __init__(self, size: int, seed: int, frequencies: FrequencyKind = "uniform") -> None:
+        generator = torch.Generator().manual_seed(seed)
+        draws = torch.rand(size, generator=generator, dtype=torch.float64)
+        if frequencies == "stratified":  # one frequency in each (k pi / d, (k + 1) pi / d)
+            draws = (torch.arange(size, dtype=torch.float64) + draws) / size
+        phase = torch.rand(size, generator=generator, dtype=torch.float64) * 2 * math.pi
+        super().__init__(draws * math.pi, phase, relative=False)
+
+
+class RelativeBasis(CosineBasis):
     """``P(n)[i, k] = sqrt(2 / d) * cos(pi (k + 1) (i + 1/2) / n)``: cosines of the *relative*
-    index ``(i + 1/2) / n``, frequencies 1 to ``d``.
+    index ``(i + 1/2) / n``, frequencies 1 to ``d`` (``seed`` and ``frequencies`` unused).
 
     The DCT-II basis of length ``n`` without its constant row, cut to ``d`` frequencies
     (orthogonal columns for ``n > d``). A tensor of width ``2n`` samples the same ``d`` smooth
@@ -111,13 +118,8 @@ class RelativeBasis(FourierBasis):
     """
 
     def __init__(self, size: int, seed: int, frequencies: FrequencyKind = "uniform") -> None:
-        super().__init__(size, seed, frequencies)
-        self.frequency = torch.arange(1, size + 1, dtype=torch.float64) * math.pi
-        self.phase = torch.zeros(size, dtype=torch.float64)
-
-    def _angles(self, n: int) -> torch.Tensor:
-        index = torch.arange(n, dtype=torch.float64, device=self.frequency.device) + 0.5
-        return (index / n)[:, None] * self.frequency.clone()
+        frequency = torch.arange(1, size + 1, dtype=torch.float64) * math.pi
+        super().__init__(frequency, torch.zeros(size, dtype=torch.float64), relative=True)
 
 
 class PeriodicBasis(nn.Module):
@@ -194,15 +196,16 @@ class ParamDecoder(nn.Module):
         std = base * torch.exp(math.log(GAIN_RANGE) * torch.tanh(scalars[:, 0]))
         structured_std = std
         if self.config.span_scaling:
-            structured_std = std * self._span_factors(slots).to(std)
+            structured_std = std * self._span_factors(slots, std)
         if not self.config.residual_noise:
             return structured_std, torch.zeros_like(std)
         floor = self.config.min_noise_fraction
         noise_fraction = floor + (1 - floor) * torch.sigmoid(scalars[:, 1])
         return structured_std * torch.sqrt(1 - noise_fraction), std * torch.sqrt(noise_fraction)
 
-    def _span_factors(self, slots: list[ParamSlot]) -> torch.Tensor:
-        """``sqrt(k / cols)`` per slot ``(S,)``, ``k`` the structured part's rank bound.
+    def _span_factors(self, slots: list[ParamSlot], like: torch.Tensor) -> torch.Tensor:
+        """``sqrt(k / cols)`` per slot ``(S,)`` on ``like``'s device and dtype, ``k`` the structured
+        part's rank bound.
 
         A rank-``k`` matrix with the entry variance of a full-rank one amplifies inputs that lie
         in its row space by ``cols / k`` in variance; inside a network those are the inputs it
@@ -216,7 +219,9 @@ class ParamDecoder(nn.Module):
                 if s.kind == ParamKind.EMBEDDING
                 else math.sqrt(min(rank, s.rows, s.cols) / s.cols)
                 for s in slots
-            ]
+            ],
+            device=like.device,
+            dtype=like.dtype,
         )
 
     def forward(
