@@ -28,6 +28,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     try:
         config = load_config(EvalConfig, args.config, overrides)
         markdown, json_path = output_paths(config)
+        if args.compare is not None:
+            return _print_comparison(args.compare, json_path)
         if args.report_only:
             results = read_results(json_path)
         else:
@@ -42,6 +44,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_comparison(before_path: Path, after_path: Path) -> int:
+    """Markdown on stdout; a results file that is missing or malformed raises (exit 2)."""
+    from tal.evaluation.compare import compare_results, format_comparison
+    from tal.evaluation.report import read_results
+
+    comparison = compare_results(read_results(before_path), read_results(after_path))
+    print(format_comparison(comparison, str(before_path), str(after_path)))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("eval", help="compare initialisations; write a report")
     evaluate.add_argument("--config", type=Path, default=None)
@@ -51,6 +63,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--report-only",
         action="store_true",
         help="re-render results.md and the plots from the existing results.json (no training)",
+    )
+    evaluate.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="EARLIER_RESULTS_JSON",
+        help="print what changed from an earlier run's results.json to this one's "
+        "(OUTPUT_DIR/results.json) as Markdown tables (no training)",
     )
     evaluate.add_argument("--run-dir", type=Path, default=None)
     evaluate.add_argument(

@@ -182,7 +182,8 @@ def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> No
         "",
         f"Produced by `tal eval` (config in results.json). Unseen task: "
         f"`{results['unseen_task']}` (its embedding comes from at most a few hundred "
-        "training images; no hypernetwork training saw it).",
+        "training images; no hypernetwork training saw it). "
+        "`tal eval --compare EARLIER/results.json` prints what changed against an earlier run.",
         "",
         "## Targets",
         "",
