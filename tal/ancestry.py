@@ -72,12 +72,14 @@ class Ancestry:
         return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
 
     @torch.no_grad()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """``(N, width)`` CLS features in evaluation mode, computed in batches."""
+    def features(self, images: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """``(N, width)`` CLS features in evaluation mode, computed in batches; with ``logits``
+        the head's ``(N, union classes)`` logits instead (``task_offsets`` slice them)."""
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
-        chunks = [self.cls_features(batch.to(device)) for batch in images.split(FEATURE_BATCH)]
+        compute = self.model if logits else self.cls_features
+        chunks = [compute(batch.to(device)) for batch in images.split(FEATURE_BATCH)]
         self.model.train(was_training)
         return torch.cat(chunks)
 

@@ -167,7 +167,11 @@ def _cmd_default(args: argparse.Namespace) -> int:
     """The shipped default: ancestry, stage 1 and stage 2 with the CPU recipe, then export."""
     from tal.store import DEFAULT_NAME
     from tal.training.ancestry_trainer import AncestryTrainer
-    from tal.training.config import AncestryTrainConfig, HypernetTrainConfig
+    from tal.training.config import (
+        CPU_STAGE2_TASK_TEMPERATURE,
+        AncestryTrainConfig,
+        HypernetTrainConfig,
+    )
     from tal.training.distributed import init_distributed
     from tal.training.hypernet_trainer import HypernetTrainer
 
@@ -195,6 +199,11 @@ def _cmd_default(args: argparse.Namespace) -> int:
             steps=args.stage2_steps,
             decoder=args.decoder,
             optim={"lr": 2e-4},
+            task_temperature=(
+                CPU_STAGE2_TASK_TEMPERATURE
+                if args.stage2_task_temperature is None
+                else args.stage2_task_temperature
+            ),
             init_from=run_dir / "stage1" / "last.safetensors",
         ),
         dist,
@@ -301,6 +310,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     _ancestry_from_option(default)
     default.add_argument("--stage1-steps", type=int, default=1200)
     default.add_argument("--stage2-steps", type=int, default=500)
+    default.add_argument(
+        "--stage2-task-temperature",
+        type=float,
+        default=None,
+        help="stage 2 samples tasks ~ (n_i / N)^T: 1 = by size, near 0 = uniform; default: "
+        "the CPU recipe's near-uniform CPU_STAGE2_TASK_TEMPERATURE (the paper: 0.5)",
+    )
     default.add_argument(
         "--decoder",
         type=_decoder_overrides,

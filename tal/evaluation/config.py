@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from tal.evaluation.finetune import FinetuneRecipe
+from tal.training.config import CPU_STAGE2_TASK_TEMPERATURE
 
 METHODS = ("random", "ghn3", "logah", "tal", "tal+")
 
@@ -29,6 +30,12 @@ class EvalConfig(BaseModel):
     finetune_examples: int = Field(5000, ge=1, description="training images per task (finetune)")
     finetune_tasks: tuple[str, ...] | None = None  # None: every task
     epochs: int = Field(10, ge=1)
+    stage2_task_temperature: float = Field(
+        CPU_STAGE2_TASK_TEMPERATURE,
+        gt=0,
+        le=1,
+        description="stage 2 samples tasks ~ (n_i/N)^T, for every method alike",
+    )
     seeds: tuple[int, ...] = (0, 1, 2)
     recipe_lr: float = 5e-4
 

@@ -71,6 +71,7 @@ def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learng
         HypernetTrainConfig(
             stage=2,
             steps=config.stage2_steps,
+            task_temperature=config.stage2_task_temperature,
             init_from=run / "stage1" / "last.safetensors",
             **common,
         ),

@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tal.hypernet.config import check_decoder_overrides
 from tal.specs import format_validation_error
 
+PAPER_TASK_TEMPERATURE = 0.5  # tasks sampled ~ (n_i / N)^T (DESIGN.md, stage 2)
+CPU_STAGE2_TASK_TEMPERATURE = 0.1  # near-uniform: the small glyph tasks get their share of
+# stage-2 steps (docs/ablations.md, round 5); `tal train default` and `tal eval` use it
+
 
 class ConfigError(ValueError):
     """A training configuration that cannot be used."""
@@ -54,7 +58,9 @@ class AncestryTrainConfig(_Config):
     batch_size: int = Field(128, ge=1)
     optim: OptimConfig = OptimConfig(lr=1e-3, weight_decay=5e-2)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    task_temperature: float = Field(0.5, gt=0, le=1, description="sample tasks ~ (n_i/N)^T")
+    task_temperature: float = Field(
+        PAPER_TASK_TEMPERATURE, gt=0, le=1, description="sample tasks ~ (n_i/N)^T"
+    )
     eval_every: int = Field(500, ge=1)
     checkpoint_every: int = Field(250, ge=1)
     task_examples: int = Field(300, ge=1, description="images per task embedding (max)")
@@ -79,6 +85,11 @@ class HypernetTrainConfig(_Config):
     ce_weight: float = Field(0.8, ge=0)
     distill_weight: float = Field(0.2, ge=0, description="0 = cross-entropy only (baselines)")
     temperature: float = Field(3.0, gt=0)
+    distill_target: Literal["features", "logits"] = Field(
+        "features",
+        description="match the ancestry's CLS features through a projection (authors' code) "
+        "or its class logits on the step's task (Hinton-style)",
+    )
     norm_penalty: float = Field(3e-5, ge=0)
     task_conditioning: bool = True
     decoder: dict[str, Any] = Field(
@@ -86,7 +97,7 @@ class HypernetTrainConfig(_Config):
         description="DecoderConfig fields that replace the preset's (ablations), "
         'e.g. {"residual_noise": false}',
     )
-    task_temperature: float = Field(0.5, gt=0, le=1)
+    task_temperature: float = Field(PAPER_TASK_TEMPERATURE, gt=0, le=1)
     init_from: Path | None = Field(None, description="training state to start stage 2 from")
     eval_every: int = Field(250, ge=1)
     eval_archs: int = Field(3, ge=1)

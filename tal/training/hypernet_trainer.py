@@ -29,7 +29,7 @@ from tal.learngene import Learngene
 from tal.models import build_model
 from tal.specs import ViTSpec
 from tal.training.ancestry_trainer import load_ancestry_artifacts
-from tal.training.config import HypernetTrainConfig
+from tal.training.config import ConfigError, HypernetTrainConfig
 from tal.training.data import SuiteData, step_generator
 from tal.training.distributed import DistInfo
 from tal.training.libraries import build_library
@@ -102,6 +102,12 @@ class HypernetTrainer(TrainLoop):
         )
         self.suite = SuiteData.load("train", config.data_root, limit=data_limit)
         self.val = SuiteData.load("val", config.data_root, limit=config.eval_examples)
+        if config.distill_target == "logits" and self.ancestry.task_offsets != self.suite.offsets:
+            raise ConfigError(
+                "distill_target 'logits' needs the ancestry's label space to match the task "
+                f"suite's: ancestry {self.ancestry.task_offsets}, suite {self.suite.offsets}; "
+                "retrain the ancestry on this suite or use distill_target 'features'"
+            )
         self.library = build_library(config.library, config.seed)
         modulated = config.task_conditioning and preset(config.preset).encoder.task_conditioning
         hyper_config = preset(
@@ -153,11 +159,30 @@ class HypernetTrainer(TrainLoop):
     def _task(self, name: str | None) -> torch.Tensor | None:
         return self.embeddings[name].to(self.dist.device) if self.conditioning and name else None
 
+    def _teacher(self, task: str | None, images: torch.Tensor) -> torch.Tensor:
+        """The ancestry's distillation target for ``images``: ``(B, ancestry width)`` CLS
+        features, or ``(B, classes)`` logits (the union in stage 1, ``task``'s slice in 2)."""
+        if self.config.distill_target == "features":
+            return self.ancestry.features(images).float()
+        logits = self.ancestry.features(images, logits=True).float()
+        if task is None:
+            return logits
+        start, stop = self.ancestry.task_offsets[task]
+        return logits[:, start:stop]
+
+    def _student(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """What :meth:`_teacher` is matched against: the student's ``(B, classes)`` logits, or
+        its ``(B, width)`` CLS features zero-padded and projected to the ancestry width."""
+        if self.config.distill_target == "logits":
+            return logits.float()
+        padded = F.pad(features.float(), (0, self.library.max_width - features.shape[-1]))
+        return self.projection(padded)
+
     def train_step(self, step: int) -> float:
         device = self.dist.device
         task, images, labels, num_classes = self._batch(step)
         images, labels = images.to(device), labels.to(device)
-        teacher = self.ancestry.features(images) if self.config.distill_weight else None
+        teacher = self._teacher(task, images) if self.config.distill_weight else None
         arch_step = 1 if self.config.overfit_batch else step
         arch_gen = step_generator(self.config.seed, arch_step, ARCH_STREAM)
         picks = torch.randint(
@@ -178,11 +203,8 @@ class HypernetTrainer(TrainLoop):
                     logits.float(), labels, label_smoothing=self.config.label_smoothing
                 )
                 if teacher is not None:
-                    padded = F.pad(
-                        features.float(), (0, self.library.max_width - features.shape[-1])
-                    )
                     loss = loss + self.config.distill_weight * distillation_loss(
-                        self.projection(padded), teacher.float(), self.config.temperature
+                        self._student(features, logits), teacher, self.config.temperature
                     )
                 loss = loss + self.config.norm_penalty * predicted_norm(params, spec)
             (loss / self.config.meta_batch).backward()

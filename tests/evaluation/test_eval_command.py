@@ -7,7 +7,11 @@ import sys
 import pytest
 
 from tal.training.ancestry_trainer import AncestryTrainer
-from tal.training.config import AncestryTrainConfig, OptimConfig
+from tal.training.config import (
+    CPU_STAGE2_TASK_TEMPERATURE,
+    AncestryTrainConfig,
+    OptimConfig,
+)
 from tal.training.distributed import DistInfo
 
 QUICK_TIMEOUT_S = 1200
@@ -53,6 +57,7 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
     methods = {"random", "ghn3", "logah", "tal", "tal+"}
     assert set(results["untrained_accuracy"]) == methods
     assert set(results["architectures"]) == {"small", "medium", "largest", "deeper"}
+    assert results["config"]["stage2_task_temperature"] == CPU_STAGE2_TASK_TEMPERATURE
     deeper, largest = results["architectures"]["deeper"], results["architectures"]["largest"]
     assert deeper["depth"] > largest["depth"]
     for per_task in results["untrained_accuracy"].values():

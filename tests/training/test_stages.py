@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,12 +14,13 @@ import pytest
 import safetensors.torch
 import torch
 
+from tal.ancestry import Ancestry
 from tal.learngene import Learngene
 from tal.store import StoreError
 from tal.training.ancestry_trainer import import_ancestry_artifacts, load_ancestry_artifacts
 from tal.training.config import ConfigError, HypernetTrainConfig, OptimConfig, load_config
 from tal.training.distributed import DistInfo
-from tal.training.hypernet_trainer import HypernetTrainer
+from tal.training.hypernet_trainer import HypernetTrainer, distillation_loss
 from tal.training.schedule import LossGuard, TrainingDiverged
 
 DATA_LIMIT = 64  # as tests/training/conftest.py
@@ -224,6 +226,33 @@ def test_two_process_gloo_run_matches_one_process(run_copy, tmp_path):
     parallel, expected = _hypernet_state(run_copy), _hypernet_state(single)
     for name, tensor in expected.items():
         assert torch.allclose(parallel[name], tensor, atol=1e-5, rtol=1e-4), name
+
+
+def test_logit_distillation_targets_the_steps_label_space(run_copy):
+    """``distill_target: logits``: the union logits in stage 1, the task's slice in stage 2,
+    and a loss of zero where the student already agrees with the ancestry."""
+    config = tiny_stage_config(run_copy, distill_target="logits", distill_weight=0.5, steps=6)
+    trainer = HypernetTrainer(config, CPU, DATA_LIMIT)
+    trainer.run()
+    stage1 = losses(run_copy, "stage1")
+    assert all(math.isfinite(v) for v in stage1) and stage1[-1] < stage1[0]
+    _, images, _, num_classes = trainer._batch(1)
+    union = trainer._teacher(None, images)
+    assert union.shape == (images.shape[0], num_classes)
+    start, stop = trainer.ancestry.task_offsets["glyphs_digits"]
+    digits = trainer._teacher("glyphs_digits", images)
+    assert stop - start == 10 and digits.shape == (images.shape[0], 10)
+    assert torch.equal(digits, union[:, start:stop])
+    assert float(distillation_loss(digits, digits, config.temperature)) == pytest.approx(0.0)
+    assert float(distillation_loss(-digits, digits, config.temperature)) > 0.0
+
+    ancestry_file = run_copy / "ancestry" / "ancestry.safetensors"
+    ancestry = Ancestry.from_bytes(ancestry_file.read_bytes())
+    ancestry.task_offsets = {name: (0, 1) for name in ancestry.task_offsets}
+    ancestry_file.write_bytes(ancestry.to_bytes())
+    with pytest.raises(ConfigError, match="distill_target 'logits' needs the ancestry's label"):
+        HypernetTrainer(config, CPU, DATA_LIMIT)
+    HypernetTrainer(tiny_stage_config(run_copy, steps=1), CPU, DATA_LIMIT)  # features: fine
 
 
 def test_bad_configs_and_missing_artifacts(tmp_path):
