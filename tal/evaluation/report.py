@@ -11,23 +11,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from pydantic import ValidationError
 
+from tal.evaluation.schema import EvalResults
 from tal.evaluation.stats import epochs_to_reach, paired_t_test, summarize
 
 PAPER_MARGIN_POINTS = 24.0  # TAL over GHN untrained, paper's Decathlon average
 ANCESTRY_FRACTION_TARGET = 0.85
 EPOCHS_TO_MATCH_TARGET = 2
 PERCENT = 100.0
-RESULT_KEYS = {
-    "config",
-    "architectures",
-    "unseen_task",
-    "ancestry_val_accuracy",
-    "training_seconds",
-    "prediction_ms",
-    "untrained_accuracy",
-    "finetune",
-}
+REPORTED_PROBLEMS = 5  # schema errors named when a results.json is malformed
 
 
 def _pct(value: float) -> str:
@@ -162,11 +155,17 @@ def read_results(json_path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{json_path} not found: run `tal eval` first") from exc
     except json.JSONDecodeError as exc:
         raise ValueError(f"{json_path} is not valid JSON: {exc}") from exc
-    missing = sorted(RESULT_KEYS - set(data))
-    if missing:
-        raise ValueError(f"{json_path} lacks {missing}; it was not written by `tal eval`")
+    if not isinstance(data, dict):
+        raise ValueError(f"{json_path} holds a JSON {type(data).__name__}, not `tal eval` results")
     data.pop("derived", None)
-    return data
+    try:
+        return EvalResults.model_validate(data).model_dump()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()[:REPORTED_PROBLEMS]
+        )
+        raise ValueError(f"{json_path} is not `tal eval` results ({problems})") from exc
 
 
 def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> None:

@@ -17,6 +17,7 @@ import torch
 
 from tal.evaluation.config import EvalConfig
 from tal.evaluation.finetune import accuracy, finetune
+from tal.evaluation.schema import EvalResults, FinetuneResults
 from tal.learngene import Learngene
 from tal.models import build_model
 from tal.specs import ViTSpec
@@ -160,18 +161,20 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
                     "train_loss": curve.train_loss,
                     "test_accuracy": curve.test_accuracy,
                 }
-    return {
-        "config": config.model_dump(mode="json"),
-        "architectures": {
+    return EvalResults(
+        config=config.model_dump(mode="json"),
+        architectures={
             k: v.model_dump(mode="json") | {"num_params": v.num_params()} for k, v in archs.items()
         },
-        "unseen_task": unseen,
-        "ancestry_val_accuracy": ancestry_summary["metrics"],
-        "training_seconds": training_seconds,
-        "prediction_ms": prediction_ms,
-        "untrained_accuracy": untrained,
-        "finetune": {"architecture": "medium", "recipe": config.recipe.__dict__, "curves": curves},
-    }
+        unseen_task=unseen,
+        ancestry_val_accuracy=ancestry_summary["metrics"],
+        training_seconds=training_seconds,
+        prediction_ms=prediction_ms,
+        untrained_accuracy=untrained,
+        finetune=FinetuneResults(
+            architecture="medium", recipe=config.recipe.__dict__, curves=curves
+        ),
+    ).model_dump()
 
 
 def clean_run(config: EvalConfig) -> None:

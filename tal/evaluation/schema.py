@@ -1,0 +1,44 @@
+"""The shape of ``docs/results.json``: what ``tal eval`` measures, checked when a file is read
+back (``--report-only``, ``--compare``) so a malformed or foreign file fails with the field to
+fix instead of a KeyError deep in the report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+# method -> task -> architecture (or seed) -> value
+PerMethodTaskArch = dict[str, dict[str, dict[str, float]]]
+
+
+class Curve(BaseModel):
+    """One fine-tuning run: one entry per epoch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train_loss: list[float]
+    test_accuracy: list[float]
+
+
+class FinetuneResults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: str
+    recipe: dict[str, Any]
+    curves: dict[str, dict[str, dict[str, Curve]]]  # method -> task -> seed -> curve
+
+
+class EvalResults(BaseModel):
+    """Measured figures of one ``tal eval`` run (accuracies are fractions in [0, 1])."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any]
+    architectures: dict[str, dict[str, Any]]
+    unseen_task: str
+    ancestry_val_accuracy: dict[str, float]
+    training_seconds: dict[str, float]
+    prediction_ms: dict[str, dict[str, float]]
+    untrained_accuracy: PerMethodTaskArch
+    finetune: FinetuneResults
