@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,15 @@ def _export_target(value: str | None) -> tuple[str, str] | None:
     if not sep or not name or not version:
         raise argparse.ArgumentTypeError(f"expected NAME:VERSION, got {value!r}")
     return name, version
+
+
+def _distillation(name: str) -> str:
+    """``--stage2-distillation``: a key of DISTILLATIONS."""
+    from tal.training.config import DISTILLATIONS
+
+    if name not in DISTILLATIONS:
+        raise argparse.ArgumentTypeError(f"expected one of {sorted(DISTILLATIONS)}, got {name!r}")
+    return name
 
 
 def _decoder_overrides(text: str) -> dict:
@@ -168,7 +178,9 @@ def _cmd_default(args: argparse.Namespace) -> int:
     from tal.store import DEFAULT_NAME
     from tal.training.ancestry_trainer import AncestryTrainer
     from tal.training.config import (
+        CPU_STAGE2_DISTILLATION,
         CPU_STAGE2_TASK_TEMPERATURE,
+        DISTILLATIONS,
         AncestryTrainConfig,
         HypernetTrainConfig,
     )
@@ -205,6 +217,7 @@ def _cmd_default(args: argparse.Namespace) -> int:
                 else args.stage2_task_temperature
             ),
             init_from=run_dir / "stage1" / "last.safetensors",
+            **asdict(DISTILLATIONS[args.stage2_distillation or CPU_STAGE2_DISTILLATION]),
         ),
         dist,
     )
@@ -316,6 +329,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="stage 2 samples tasks ~ (n_i / N)^T: 1 = by size, near 0 = uniform; default: "
         "the CPU recipe's near-uniform CPU_STAGE2_TASK_TEMPERATURE (the paper: 0.5)",
+    )
+    default.add_argument(
+        "--stage2-distillation",
+        type=_distillation,
+        default=None,
+        help="what stage 2 distils from the ancestry: `logits`, its class logits on the step's "
+        "task (0.5 CE + 0.5 KD), or `features`, its CLS features (the authors', 0.8 CE + 0.2 KD); "
+        "default: the CPU recipe's CPU_STAGE2_DISTILLATION (logits)",
     )
     default.add_argument(
         "--decoder",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tal.evaluation.finetune import FinetuneRecipe
-from tal.training.config import CPU_STAGE2_TASK_TEMPERATURE
+from tal.training.config import CPU_STAGE2_DISTILLATION, CPU_STAGE2_TASK_TEMPERATURE
 
 METHODS = ("random", "ghn3", "logah", "tal", "tal+")
 
@@ -35,6 +36,11 @@ class EvalConfig(BaseModel):
         gt=0,
         le=1,
         description="stage 2 samples tasks ~ (n_i/N)^T, for every method alike",
+    )
+    stage2_distillation: Literal["features", "logits"] = Field(
+        CPU_STAGE2_DISTILLATION,
+        description="what stage 2 of TAL and TAL+ distils from the ancestry (DISTILLATIONS); "
+        "stage 1 distils features; the GHN-3 and LoGAH styles train on labels only",
     )
     seeds: tuple[int, ...] = (0, 1, 2)
     recipe_lr: float = 5e-4

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from tal.models import build_model
 from tal.specs import ViTSpec
 from tal.tasks import held_out_task, list_tasks, load_task
 from tal.training.ancestry_trainer import ARTIFACT_DIR, load_ancestry_artifacts
-from tal.training.config import HypernetTrainConfig
+from tal.training.config import DISTILLATIONS, HypernetTrainConfig
 from tal.training.distributed import DistInfo
 from tal.training.hypernet_trainer import HypernetTrainer
 from tal.training.libraries import build_library
@@ -36,16 +36,21 @@ PREDICTION_REPEATS = 3
 class MethodRecipe:
     preset: str
     library_attr: str  # "library" or "plus_library" on EvalConfig
-    distill_weight: float
+    distils: bool  # learns from the ancestry (TAL), or from the labels only (GHN-3, LoGAH)
     task_conditioning: bool
+
+    def loss_fields(self, distillation: str) -> dict[str, Any]:
+        """HypernetTrainConfig's loss fields for a stage that would distil ``distillation``."""
+        return asdict(DISTILLATIONS[distillation]) if self.distils else {"distill_weight": 0.0}
 
 
 RECIPES = {
-    "ghn3": MethodRecipe("ghn3", "library", 0.0, False),
-    "logah": MethodRecipe("logah", "library", 0.0, False),
-    "tal": MethodRecipe("tal", "library", 0.2, True),
-    "tal+": MethodRecipe("tal", "plus_library", 0.2, True),
+    "ghn3": MethodRecipe("ghn3", "library", distils=False, task_conditioning=False),
+    "logah": MethodRecipe("logah", "library", distils=False, task_conditioning=False),
+    "tal": MethodRecipe("tal", "library", distils=True, task_conditioning=True),
+    "tal+": MethodRecipe("tal", "plus_library", distils=True, task_conditioning=True),
 }
+STAGE1_DISTILLATION = "features"  # the authors' (docs/ablations.md, round 5: logits within noise)
 
 
 def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learngene, float]:
@@ -60,12 +65,18 @@ def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learng
         library=getattr(config, recipe.library_attr),
         meta_batch=config.meta_batch,
         batch_size=config.batch_size,
-        distill_weight=recipe.distill_weight,
         task_conditioning=recipe.task_conditioning,
         eval_every=max(config.stage1_steps, config.stage2_steps),
     )
     stage1 = HypernetTrainer(
-        HypernetTrainConfig(stage=1, steps=config.stage1_steps, **common), dist, config.data_limit
+        HypernetTrainConfig(
+            stage=1,
+            steps=config.stage1_steps,
+            **recipe.loss_fields(STAGE1_DISTILLATION),
+            **common,
+        ),
+        dist,
+        config.data_limit,
     )
     wall = stage1.run()["wall_seconds"]
     stage2 = HypernetTrainer(
@@ -74,6 +85,7 @@ def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learng
             steps=config.stage2_steps,
             task_temperature=config.stage2_task_temperature,
             init_from=run / "stage1" / "last.safetensors",
+            **recipe.loss_fields(config.stage2_distillation),
             **common,
         ),
         dist,

@@ -8,6 +8,7 @@ decay 1e-2, clip 5, cosine with warm-up, label smoothing 0.1, 3e-5 predicted-nor
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,24 @@ from tal.specs import format_validation_error
 PAPER_TASK_TEMPERATURE = 0.5  # tasks sampled ~ (n_i / N)^T (DESIGN.md, stage 2)
 CPU_STAGE2_TASK_TEMPERATURE = 0.1  # near-uniform: the small glyph tasks get their share of
 # stage-2 steps (docs/ablations.md, round 5); `tal train default` and `tal eval` use it
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """What the hypernetwork's predicted models learn from the ancestry, and how much of the
+    loss that is against the labels' cross-entropy (HypernetTrainConfig fields)."""
+
+    distill_target: Literal["features", "logits"]
+    ce_weight: float
+    distill_weight: float
+
+
+DISTILLATIONS = {
+    "features": Distillation("features", ce_weight=0.8, distill_weight=0.2),  # the authors'
+    "logits": Distillation("logits", ce_weight=0.5, distill_weight=0.5),  # Hinton-style
+}
+CPU_STAGE2_DISTILLATION = "logits"  # stage 2 of `tal train default` and of TAL in `tal eval`
+# (docs/ablations.md, round 6); stage 1 keeps the authors' feature distillation
 
 
 class ConfigError(ValueError):

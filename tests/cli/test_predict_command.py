@@ -83,6 +83,13 @@ def test_train_default_refuses_unknown_decoder_fields(tmp_path):
     assert not any(tmp_path.iterdir())  # refused before any training or writing
 
 
+def test_train_default_refuses_an_unknown_distillation(tmp_path):
+    result = run_tal("train", "default", "--stage2-distillation", "labels", store=tmp_path)
+    assert result.returncode == 2
+    assert "expected one of ['features', 'logits'], got 'labels'" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("stage", ["default", "stage1"])
 def test_training_refuses_a_missing_ancestry_source(tmp_path, stage):
     result = run_tal(

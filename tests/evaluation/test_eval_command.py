@@ -8,6 +8,7 @@ import pytest
 
 from tal.training.ancestry_trainer import AncestryTrainer
 from tal.training.config import (
+    CPU_STAGE2_DISTILLATION,
     CPU_STAGE2_TASK_TEMPERATURE,
     AncestryTrainConfig,
     OptimConfig,
@@ -58,6 +59,7 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
     assert set(results["untrained_accuracy"]) == methods
     assert set(results["architectures"]) == {"small", "medium", "largest", "deeper"}
     assert results["config"]["stage2_task_temperature"] == CPU_STAGE2_TASK_TEMPERATURE
+    assert results["config"]["stage2_distillation"] == CPU_STAGE2_DISTILLATION
     deeper, largest = results["architectures"]["deeper"], results["architectures"]["largest"]
     assert deeper["depth"] > largest["depth"]
     for per_task in results["untrained_accuracy"].values():

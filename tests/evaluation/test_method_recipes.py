@@ -1,0 +1,39 @@
+"""What each method's hypernetwork learns from in ``tal eval``: the baselines train on labels
+only in both stages; TAL and TAL+ distil the ancestry's features in stage 1 and what the config
+names in stage 2."""
+
+import pytest
+
+from tal.evaluation.config import EvalConfig
+from tal.evaluation.runner import RECIPES, STAGE1_DISTILLATION
+from tal.training.config import CPU_STAGE2_DISTILLATION, HypernetTrainConfig
+
+
+@pytest.mark.parametrize("method", ["ghn3", "logah"])
+@pytest.mark.parametrize("distillation", ["features", "logits"])
+def test_baselines_never_distil(method, distillation):
+    config = HypernetTrainConfig(**RECIPES[method].loss_fields(distillation))
+    assert config.distill_weight == 0
+
+
+@pytest.mark.parametrize("method", ["tal", "tal+"])
+def test_tal_distils_features_then_the_configured_target(method):
+    recipe = RECIPES[method]
+    stage1 = HypernetTrainConfig(stage=1, **recipe.loss_fields(STAGE1_DISTILLATION))
+    assert (stage1.distill_target, stage1.ce_weight, stage1.distill_weight) == (
+        "features",
+        0.8,
+        0.2,
+    )
+    default = EvalConfig()
+    assert default.stage2_distillation == CPU_STAGE2_DISTILLATION == "logits"
+    stage2 = HypernetTrainConfig(stage=2, **recipe.loss_fields(default.stage2_distillation))
+    assert (stage2.distill_target, stage2.ce_weight, stage2.distill_weight) == ("logits", 0.5, 0.5)
+    paper = EvalConfig(stage2_distillation="features")
+    stage2 = HypernetTrainConfig(stage=2, **recipe.loss_fields(paper.stage2_distillation))
+    assert stage2.distill_target == "features"
+
+
+def test_an_unknown_stage2_distillation_is_refused():
+    with pytest.raises(ValueError, match="stage2_distillation"):
+        EvalConfig(stage2_distillation="labels")
