@@ -99,11 +99,49 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
         verdicts["final accuracy never below random"] = (min(gaps.values()) >= 0, detail)
     return {
         "mean_untrained": mean_untrained,
+        "unseen_task": _unseen_task_figures(results, final),
         "final": final,
         "paired_tests": tests,
         "epochs_to_random_final": reach,
         "verdicts": verdicts,
     }
+
+
+def _unseen_task_figures(results: dict[str, Any], final: dict) -> dict[str, dict]:
+    """Per method on the unseen task: untrained accuracy (mean over architectures), accuracy
+    after the first fine-tuning epoch and at the end (summaries over seeds)."""
+    task = results["unseen_task"]
+    curves = results["finetune"]["curves"]
+    figures = {}
+    for method, per_task in results["untrained_accuracy"].items():
+        if task not in per_task:
+            continue
+        row: dict[str, Any] = {"untrained": sum(per_task[task].values()) / len(per_task[task])}
+        if task in curves.get(method, {}):
+            first = [run["test_accuracy"][0] for _, run in sorted(curves[method][task].items())]
+            row["first_epoch"] = summarize(first).__dict__
+            row["final"] = final[method][task]
+        figures[method] = row
+    return figures
+
+
+def _unseen_task_lines(results: dict[str, Any], derived: dict[str, Any]) -> list[str]:
+    task = results["unseen_task"]
+    figures = derived["unseen_task"]
+    lines = [
+        f"## 4. The unseen task (`{task}`)",
+        "",
+        "No hypernetwork training saw this task; its embedding is computed from a few hundred "
+        "of its training images. Accuracy % on its test split:",
+        "",
+        "| method | untrained | after 1 epoch (mean ± std) | final (mean ± std) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for method, row in figures.items():
+        tuned = [row.get(key) for key in ("first_epoch", "final")]
+        cells = ["n/a" if s is None else f"{_pct(s['mean'])} ± {_pct(s['std'])}" for s in tuned]
+        lines.append(f"| {method} | {_pct(row['untrained'])} | {cells[0]} | {cells[1]} |")
+    return [*lines, ""]
 
 
 def _plot_curves(results: dict[str, Any], folder: Path) -> list[str]:
@@ -257,8 +295,8 @@ def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> No
             f"{test['t_statistic']:.2f} | {test['p_value']:.3g} |"
         )
     lines += [""] + [f"![{n}]({n})" for n in _plot_curves(results, folder)]
+    lines += ["", *_unseen_task_lines(results, derived)]
     lines += [
-        "",
         "## 5. Cost",
         "",
         "| method | training s | prediction ms (" + ", ".join(archs) + ") |",

@@ -73,11 +73,14 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
             assert len(per_seed) == 2
             assert all(len(run["test_accuracy"]) == 2 for run in per_seed.values())
     assert set(results["derived"]["paired_tests"]) == methods - {"tal"}
+    unseen = results["derived"]["unseen_task"]
+    assert set(unseen) == methods and all("first_epoch" in row for row in unseen.values())
     markdown = (docs / "results.md").read_text()
     for heading in (
         "## Targets",
         "## 1. Untrained",
         "## 2-3. Fine-tuning",
+        "## 4. The unseen task (`glyphs_greek`)",
         "## 5. Cost",
         "## 6. Ancestry",
     ):

@@ -1,0 +1,23 @@
+"""docs/results.md from a results.json: the unseen-task section shows the figures of that file
+(the committed run's file is the input)."""
+
+from pathlib import Path
+
+from tal.evaluation.report import PERCENT, read_results, write_report
+
+COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "results.json"
+
+
+def test_unseen_task_section_reports_untrained_and_first_epoch_accuracy(tmp_path):
+    results = read_results(COMMITTED)
+    markdown, json_path = tmp_path / "results.md", tmp_path / "results.json"
+    write_report(results, markdown, json_path)
+    text = markdown.read_text()
+    task = results["unseen_task"]
+    assert f"## 4. The unseen task (`{task}`)" in text
+    for method, per_task in results["untrained_accuracy"].items():
+        untrained = PERCENT * sum(per_task[task].values()) / len(per_task[task])
+        runs = results["finetune"]["curves"][method][task].values()
+        first_epoch = PERCENT * sum(run["test_accuracy"][0] for run in runs) / len(runs)
+        assert f"| {method} | {untrained:.1f} | {first_epoch:.1f} ± " in text
+    assert read_results(json_path) == results  # what it wrote reads back unchanged
