@@ -3,7 +3,7 @@
 
 from pathlib import Path
 
-from tal.evaluation.report import PERCENT, read_results, write_report
+from tal.evaluation.report import PERCENT, analyse, read_results, write_report
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "results.json"
 
@@ -21,3 +21,21 @@ def test_unseen_task_section_reports_untrained_and_first_epoch_accuracy(tmp_path
         first_epoch = PERCENT * sum(run["test_accuracy"][0] for run in runs) / len(runs)
         assert f"| {method} | {untrained:.1f} | {first_epoch:.1f} ± " in text
     assert read_results(json_path) == results  # what it wrote reads back unchanged
+
+
+def test_ancestry_fraction_compares_the_tasks_the_ancestry_learned():
+    results = read_results(COMMITTED)
+    ancestry = results["ancestry_val_accuracy"]
+    learned = [t for t in results["untrained_accuracy"]["tal"] if f"val_acc/{t}" in ancestry]
+    assert results["unseen_task"] not in learned and len(learned) == 4
+    tal = [sum(v.values()) / len(v) for t, v in results["untrained_accuracy"]["tal"].items()]
+    tal_learned = [
+        sum(v.values()) / len(v)
+        for t, v in results["untrained_accuracy"]["tal"].items()
+        if t in learned
+    ]
+    ratio = sum(tal_learned) / sum(ancestry[f"val_acc/{t}"] for t in learned)
+    (verdict,) = [v for k, v in analyse(results)["verdicts"].items() if "ancestry" in k]
+    assert verdict[1].startswith(f"{PERCENT * ratio:.0f}% (")
+    assert verdict[0] == (ratio >= 0.85)
+    assert sum(tal_learned) / len(tal_learned) != sum(tal) / len(tal)  # the unseen task is out
