@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tal.evaluation.report import PERCENT, analyse
+from tal.evaluation.report import PERCENT, analyse, untrained_by_task
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,6 @@ class Comparison:
     only_after: list[str]
 
 
-def _untrained_by_task(results: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """method -> task -> untrained accuracy averaged over the held-out architectures."""
-    return {
-        method: {task: sum(archs.values()) / len(archs) for task, archs in tasks.items()}
-        for method, tasks in results["untrained_accuracy"].items()
-    }
-
-
 def _percent_changes(
     section: str, before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
 ) -> list[Change]:
@@ -68,7 +60,7 @@ def compare_results(before: dict[str, Any], after: dict[str, Any]) -> Comparison
     """Per method: untrained accuracy (per task and the mean), mean fine-tuned final accuracy
     per task, training seconds; and which targets each run met."""
     derived_before, derived_after = analyse(before), analyse(after)
-    untrained_before, untrained_after = _untrained_by_task(before), _untrained_by_task(after)
+    untrained_before, untrained_after = untrained_by_task(before), untrained_by_task(after)
     for table, derived in ((untrained_before, derived_before), (untrained_after, derived_after)):
         for method, mean in derived["mean_untrained"].items():
             table[method]["mean"] = mean

@@ -28,8 +28,17 @@ def _pct(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{PERCENT * value:.1f}"
 
 
-def _final_accuracies(curves: dict, method: str, task: str) -> list[float]:
-    return [run["test_accuracy"][-1] for _, run in sorted(curves[method][task].items())]
+def untrained_by_task(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """method -> task -> untrained accuracy averaged over the held-out architectures."""
+    return {
+        method: {task: sum(archs.values()) / len(archs) for task, archs in tasks.items()}
+        for method, tasks in results["untrained_accuracy"].items()
+    }
+
+
+def _accuracies_at(curves: dict, method: str, task: str, epoch: int = -1) -> list[float]:
+    """Test accuracy after ``epoch`` (default: the last), one per seed in seed order."""
+    return [run["test_accuracy"][epoch] for _, run in sorted(curves[method][task].items())]
 
 
 def _mean_curve(curves: dict, method: str, task: str, key: str) -> list[float]:
@@ -39,26 +48,21 @@ def _mean_curve(curves: dict, method: str, task: str, key: str) -> list[float]:
 
 def analyse(results: dict[str, Any]) -> dict[str, Any]:
     """Derived figures: averages, significance, epochs-to-match and the targets' verdicts."""
-    untrained = results["untrained_accuracy"]
-    methods = list(untrained)
-    tasks = list(next(iter(untrained.values())))
-    mean_untrained = {
-        m: sum(sum(untrained[m][t].values()) / len(untrained[m][t]) for t in tasks) / len(tasks)
-        for m in methods
-    }
+    by_task = untrained_by_task(results)
+    tasks = list(next(iter(by_task.values())))
+    mean_untrained = {m: sum(per_task.values()) / len(per_task) for m, per_task in by_task.items()}
     curves = results["finetune"]["curves"]
     ft_tasks = list(next(iter(curves.values()))) if curves else []
     final = {
-        m: {t: summarize(_final_accuracies(curves, m, t)).__dict__ for t in ft_tasks}
-        for m in curves
+        m: {t: summarize(_accuracies_at(curves, m, t)).__dict__ for t in ft_tasks} for m in curves
     }
     tests = {}
     if "tal" in curves:
         for baseline in curves:
             if baseline == "tal":
                 continue
-            a = [x for t in ft_tasks for x in _final_accuracies(curves, "tal", t)]
-            b = [x for t in ft_tasks for x in _final_accuracies(curves, baseline, t)]
+            a = [x for t in ft_tasks for x in _accuracies_at(curves, "tal", t)]
+            b = [x for t in ft_tasks for x in _accuracies_at(curves, baseline, t)]
             tests[baseline] = paired_t_test(a, b).__dict__
     reach = {}
     if "random" in curves:
@@ -79,10 +83,9 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
         )
     ancestry = results["ancestry_val_accuracy"]
     learned = [t for t in tasks if f"{ANCESTRY_KEY_PREFIX}{t}" in ancestry]
-    if "tal" in untrained and learned:
+    if "tal" in by_task and learned:
         # over the tasks the ancestry learned: it has no accuracy on the unseen task
-        per_task = {t: sum(v.values()) / len(v) for t, v in untrained["tal"].items()}
-        tal_mean = sum(per_task[t] for t in learned)
+        tal_mean = sum(by_task["tal"][t] for t in learned)
         ancestry_mean = sum(ancestry[f"{ANCESTRY_KEY_PREFIX}{t}"] for t in learned)
         ratio = tal_mean / ancestry_mean
         verdicts["untrained TAL >= 85% of ancestry"] = (
@@ -107,7 +110,7 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
         verdicts["final accuracy never below random"] = (min(gaps.values()) >= 0, detail)
     return {
         "mean_untrained": mean_untrained,
-        "unseen_task": _unseen_task_figures(results, final),
+        "unseen_task": _unseen_task_figures(results, by_task, final),
         "final": final,
         "paired_tests": tests,
         "epochs_to_random_final": reach,
@@ -115,19 +118,20 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _unseen_task_figures(results: dict[str, Any], final: dict) -> dict[str, dict]:
+def _unseen_task_figures(
+    results: dict[str, Any], by_task: dict[str, dict[str, float]], final: dict
+) -> dict[str, dict]:
     """Per method on the unseen task: untrained accuracy (mean over architectures), accuracy
     after the first fine-tuning epoch and at the end (summaries over seeds)."""
     task = results["unseen_task"]
     curves = results["finetune"]["curves"]
     figures = {}
-    for method, per_task in results["untrained_accuracy"].items():
+    for method, per_task in by_task.items():
         if task not in per_task:
             continue
-        row: dict[str, Any] = {"untrained": sum(per_task[task].values()) / len(per_task[task])}
+        row: dict[str, Any] = {"untrained": per_task[task]}
         if task in curves.get(method, {}):
-            first = [run["test_accuracy"][0] for _, run in sorted(curves[method][task].items())]
-            row["first_epoch"] = summarize(first).__dict__
+            row["first_epoch"] = summarize(_accuracies_at(curves, method, task, 0)).__dict__
             row["final"] = final[method][task]
         figures[method] = row
     return figures

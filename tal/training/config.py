@@ -36,6 +36,7 @@ DISTILLATIONS = {
     "features": Distillation("features", ce_weight=0.8, distill_weight=0.2),  # the authors'
     "logits": Distillation("logits", ce_weight=0.5, distill_weight=0.5),  # Hinton-style
 }
+AUTHORS_DISTILLATION = DISTILLATIONS["features"]  # HypernetTrainConfig's defaults
 CPU_STAGE2_DISTILLATION = "logits"  # stage 2 of `tal train default` and of TAL in `tal eval`
 # (docs/ablations.md, round 6); stage 1 keeps the authors' feature distillation
 
@@ -101,11 +102,13 @@ class HypernetTrainConfig(_Config):
     optim: OptimConfig = OptimConfig()
     guard: GuardConfig = GuardConfig()
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    ce_weight: float = Field(0.8, ge=0)
-    distill_weight: float = Field(0.2, ge=0, description="0 = cross-entropy only (baselines)")
+    ce_weight: float = Field(AUTHORS_DISTILLATION.ce_weight, ge=0)
+    distill_weight: float = Field(
+        AUTHORS_DISTILLATION.distill_weight, ge=0, description="0 = cross-entropy only (baselines)"
+    )
     temperature: float = Field(3.0, gt=0)
     distill_target: Literal["features", "logits"] = Field(
-        "features",
+        AUTHORS_DISTILLATION.distill_target,
         description="match the ancestry's CLS features through a projection (authors' code) "
         "or its class logits on the step's task (Hinton-style)",
     )
