@@ -45,13 +45,19 @@ def timeseries(title: str, targets: list[dict], unit: str, description: str = ""
         "datasource": DATASOURCE,
         "targets": targets,
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "table", "placement": "bottom",
-                               "calcs": ["lastNotNull", "max"]}},
+        "options": {
+            "legend": {
+                "displayMode": "table",
+                "placement": "bottom",
+                "calcs": ["lastNotNull", "max"],
+            }
+        },
     }
 
 
-def stat(title: str, targets: list[dict], unit: str, description: str = "",
-         text_mode: str = "auto") -> dict:
+def stat(
+    title: str, targets: list[dict], unit: str, description: str = "", text_mode: str = "auto"
+) -> dict:
     return {
         "type": "stat",
         "title": title,
@@ -59,8 +65,12 @@ def stat(title: str, targets: list[dict], unit: str, description: str = "",
         "datasource": DATASOURCE,
         "targets": targets,
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"textMode": text_mode, "colorMode": "value", "graphMode": "none",
-                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+        "options": {
+            "textMode": text_mode,
+            "colorMode": "value",
+            "graphMode": "none",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        },
     }
 
 
@@ -91,71 +101,215 @@ def layout(rows: list[tuple[dict, list[tuple[dict, int, int]]]]) -> list[dict]:
 
 def panels() -> list[dict]:
     overview = [
-        (stat("Model version", [target("max by (name, version) (tal_model_info) == 1",
-                                       "{{name}} {{version}}", instant=True)],
-              "none", "Checkpoint the workers serve (tal_model_info)", text_mode="name"),
-         THIRD, STAT_HEIGHT),
-        (stat("Model ready", [target("min(tal_model_ready)", "ready")], "bool_yes_no",
-              "1 when every worker has its checkpoint loaded and warm"), THIRD, STAT_HEIGHT),
-        (stat("5xx share (5m)", [target(
-            'sum(rate(tal_requests_total{status=~"5.."}[5m]))'
-            " / clamp_min(sum(rate(tal_requests_total[5m])), 1e-9)", "5xx")],
-              "percentunit"), THIRD, STAT_HEIGHT),
+        (
+            stat(
+                "Model version",
+                [
+                    target(
+                        "max by (name, version) (tal_model_info) == 1",
+                        "{{name}} {{version}}",
+                        instant=True,
+                    )
+                ],
+                "none",
+                "Checkpoint the workers serve (tal_model_info)",
+                text_mode="name",
+            ),
+            THIRD,
+            STAT_HEIGHT,
+        ),
+        (
+            stat(
+                "Model ready",
+                [target("min(tal_model_ready)", "ready")],
+                "bool_yes_no",
+                "1 when every worker has its checkpoint loaded and warm",
+            ),
+            THIRD,
+            STAT_HEIGHT,
+        ),
+        (
+            stat(
+                "5xx share (5m)",
+                [
+                    target(
+                        'sum(rate(tal_requests_total{status=~"5.."}[5m]))'
+                        " / clamp_min(sum(rate(tal_requests_total[5m])), 1e-9)",
+                        "5xx",
+                    )
+                ],
+                "percentunit",
+            ),
+            THIRD,
+            STAT_HEIGHT,
+        ),
     ]
     traffic = [
-        (timeseries("Request rate by route", [target(
-            f"sum by (route, method) (rate(tal_requests_total[{RATE}]))",
-            "{{method}} {{route}}")], "reqps"), HALF, PANEL_HEIGHT),
-        (timeseries("Errors by status", [target(
-            f'sum by (status, route) (rate(tal_requests_total{{status=~"[45].."}}[{RATE}]))',
-            "{{status}} {{route}}")], "reqps", "4xx and 5xx answers per second"),
-         HALF, PANEL_HEIGHT),
-        (timeseries("Latency by route (p50 / p95 / p99)",
-                    quantiles("tal_request_duration_seconds", "route"), "s"),
-         HALF, PANEL_HEIGHT),
-        (timeseries("Initialize latency by arch family (p50 / p95 / p99)",
-                    quantiles("tal_initialize_duration_seconds", "family"), "s",
-                    "POST /v1/initialize, cache hits and misses together"),
-         HALF, PANEL_HEIGHT),
-        (timeseries("Prediction time by family (p50 / p95 / p99)",
-                    quantiles("tal_prediction_duration_seconds", "family"), "s"),
-         HALF, PANEL_HEIGHT),
-        (timeseries("Serialisation time by family (p50 / p95 / p99)",
-                    quantiles("tal_serialization_duration_seconds", "family"), "s"),
-         HALF, PANEL_HEIGHT),
+        (
+            timeseries(
+                "Request rate by route",
+                [
+                    target(
+                        f"sum by (route, method) (rate(tal_requests_total[{RATE}]))",
+                        "{{method}} {{route}}",
+                    )
+                ],
+                "reqps",
+            ),
+            HALF,
+            PANEL_HEIGHT,
+        ),
+        (
+            timeseries(
+                "Errors by status",
+                [
+                    target(
+                        f'sum by (status, route) (rate(tal_requests_total{{status=~"[45].."}}[{RATE}]))',
+                        "{{status}} {{route}}",
+                    )
+                ],
+                "reqps",
+                "4xx and 5xx answers per second",
+            ),
+            HALF,
+            PANEL_HEIGHT,
+        ),
+        (
+            timeseries(
+                "Latency by route (p50 / p95 / p99)",
+                quantiles("tal_request_duration_seconds", "route"),
+                "s",
+            ),
+            HALF,
+            PANEL_HEIGHT,
+        ),
+        (
+            timeseries(
+                "Initialize latency by arch family (p50 / p95 / p99)",
+                quantiles("tal_initialize_duration_seconds", "family"),
+                "s",
+                "POST /v1/initialize, cache hits and misses together",
+            ),
+            HALF,
+            PANEL_HEIGHT,
+        ),
+        (
+            timeseries(
+                "Prediction time by family (p50 / p95 / p99)",
+                quantiles("tal_prediction_duration_seconds", "family"),
+                "s",
+            ),
+            HALF,
+            PANEL_HEIGHT,
+        ),
+        (
+            timeseries(
+                "Serialisation time by family (p50 / p95 / p99)",
+                quantiles("tal_serialization_duration_seconds", "family"),
+                "s",
+            ),
+            HALF,
+            PANEL_HEIGHT,
+        ),
     ]
     cache = [
-        (timeseries("Cache hit ratio by tier", [target(
-            f'sum by (tier) (rate(tal_cache_requests_total{{result="hit"}}[{RATE}]))'
-            f" / clamp_min(sum by (tier) (rate(tal_cache_requests_total[{RATE}])), 1e-9)",
-            "{{tier}}")], "percentunit"), HALF, PANEL_HEIGHT),
-        (timeseries("Cache errors by tier and operation", [target(
-            f"sum by (tier, operation) (rate(tal_cache_errors_total[{RATE}]))",
-            "{{tier}} {{operation}}")], "ops"), HALF, PANEL_HEIGHT),
-        (timeseries("Initialize latency by cache outcome (p95)", [target(
-            "histogram_quantile(0.95, sum by (le, cache) "
-            f"(rate(tal_initialize_duration_seconds_bucket[{RATE}])))", "{{cache}}")], "s"),
-         HALF, PANEL_HEIGHT),
-        (timeseries("Blob size by family (p50 / p95 / p99)",
-                    quantiles("tal_blob_bytes", "family"), "bytes",
-                    "Size of the safetensors files served"), HALF, PANEL_HEIGHT),
+        (
+            timeseries(
+                "Cache hit ratio by tier",
+                [
+                    target(
+                        f'sum by (tier) (rate(tal_cache_requests_total{{result="hit"}}[{RATE}]))'
+                        f" / clamp_min(sum by (tier) (rate(tal_cache_requests_total[{RATE}])), 1e-9)",
+                        "{{tier}}",
+                    )
+                ],
+                "percentunit",
+            ),
+            HALF,
+            PANEL_HEIGHT,
+        ),
+        (
+            timeseries(
+                "Cache errors by tier and operation",
+                [
+                    target(
+                        f"sum by (tier, operation) (rate(tal_cache_errors_total[{RATE}]))",
+                        "{{tier}} {{operation}}",
+                    )
+                ],
+                "ops",
+            ),
+            HALF,
+            PANEL_HEIGHT,
+        ),
+        (
+            timeseries(
+                "Initialize latency by cache outcome (p95)",
+                [
+                    target(
+                        "histogram_quantile(0.95, sum by (le, cache) "
+                        f"(rate(tal_initialize_duration_seconds_bucket[{RATE}])))",
+                        "{{cache}}",
+                    )
+                ],
+                "s",
+            ),
+            HALF,
+            PANEL_HEIGHT,
+        ),
+        (
+            timeseries(
+                "Blob size by family (p50 / p95 / p99)",
+                quantiles("tal_blob_bytes", "family"),
+                "bytes",
+                "Size of the safetensors files served",
+            ),
+            HALF,
+            PANEL_HEIGHT,
+        ),
     ]
     resources = [
-        (timeseries("In-flight requests", [target("sum(tal_inflight_requests)", "requests")],
-                    "short"), THIRD, PANEL_HEIGHT),
-        (timeseries("In-flight bytes", [target("sum(tal_inflight_bytes)", "reserved")], "bytes",
-                    "Estimated memory reserved by running predictions (the in-flight budget)"),
-         THIRD, PANEL_HEIGHT),
-        (timeseries("GPU memory by device", [target(
-            "sum by (instance, device) (tal_gpu_memory_bytes)", "{{instance}} {{device}}")],
-                    "bytes", "CUDA memory allocated by the workers"), THIRD, PANEL_HEIGHT),
+        (
+            timeseries(
+                "In-flight requests", [target("sum(tal_inflight_requests)", "requests")], "short"
+            ),
+            THIRD,
+            PANEL_HEIGHT,
+        ),
+        (
+            timeseries(
+                "In-flight bytes",
+                [target("sum(tal_inflight_bytes)", "reserved")],
+                "bytes",
+                "Estimated memory reserved by running predictions (the in-flight budget)",
+            ),
+            THIRD,
+            PANEL_HEIGHT,
+        ),
+        (
+            timeseries(
+                "GPU memory by device",
+                [
+                    target(
+                        "sum by (instance, device) (tal_gpu_memory_bytes)",
+                        "{{instance}} {{device}}",
+                    )
+                ],
+                "bytes",
+                "CUDA memory allocated by the workers",
+            ),
+            THIRD,
+            PANEL_HEIGHT,
+        ),
     ]
-    return layout([
-        (row("Overview"), overview),
-        (row("Traffic and latency"), traffic),
-        (row("Cache and payloads"), cache),
-        (row("Resources"), resources),
-    ])
+    return layout(
+        [
+            (row("Overview"), overview),
+            (row("Traffic and latency"), traffic),
+            (row("Cache and payloads"), cache),
+            (row("Resources"), resources),
+        ]
+    )
 
 
 def dashboard() -> dict:
@@ -170,14 +324,18 @@ def dashboard() -> dict:
         "schemaVersion": 39,
         "version": 1,
         "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": [{
-            "name": "datasource",
-            "label": "Prometheus",
-            "type": "datasource",
-            "query": "prometheus",
-            "current": {"text": "Prometheus", "value": "tal-prometheus"},
-            "hide": 0,
-        }]},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {"text": "Prometheus", "value": "tal-prometheus"},
+                    "hide": 0,
+                }
+            ]
+        },
         "annotations": {"list": []},
         "panels": panels(),
     }

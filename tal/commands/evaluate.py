@@ -10,7 +10,7 @@ from pathlib import Path
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tal.evaluation.config import QUICK, EvalConfig
     from tal.evaluation.report import read_results, write_report
-    from tal.evaluation.runner import clean_run, output_paths, run_evaluation
+    from tal.evaluation.runner import clean_run, output_paths, run_evaluation, train_methods
     from tal.training.config import ConfigError, load_config
     from tal.training.distributed import init_distributed
 
@@ -35,6 +35,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         else:
             if args.fresh:
                 clean_run(config)
+            if args.train_only:
+                _, seconds = train_methods(config, init_distributed("cpu"))
+                trained = ", ".join(m for m in seconds if m != "random")
+                print(f"trained {trained} in {config.run_dir}")
+                return 0
             results = run_evaluation(config, init_distributed("cpu"))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -63,6 +68,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--report-only",
         action="store_true",
         help="re-render results.md and the plots from the existing results.json (no training)",
+    )
+    evaluate.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train or resume the methods' hypernetworks and stop; processes with disjoint "
+        "--methods can train side by side, then one `tal eval` measures them all",
     )
     evaluate.add_argument(
         "--compare",

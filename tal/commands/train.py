@@ -179,6 +179,7 @@ def _cmd_default(args: argparse.Namespace) -> int:
     from tal.training.ancestry_trainer import AncestryTrainer
     from tal.training.config import (
         CPU_STAGE2_DISTILLATION,
+        CPU_STAGE2_STEPS,
         CPU_STAGE2_TASK_TEMPERATURE,
         DISTILLATIONS,
         AncestryTrainConfig,
@@ -208,9 +209,8 @@ def _cmd_default(args: argparse.Namespace) -> int:
         HypernetTrainConfig(
             stage=2,
             run_dir=run_dir,
-            steps=args.stage2_steps,
+            steps=args.stage2_steps or CPU_STAGE2_STEPS,
             decoder=args.decoder,
-            optim={"lr": 2e-4},
             task_temperature=(
                 CPU_STAGE2_TASK_TEMPERATURE
                 if args.stage2_task_temperature is None
@@ -322,7 +322,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     default.add_argument("--ancestry-steps", type=int, default=1200)
     _ancestry_from_option(default)
     default.add_argument("--stage1-steps", type=int, default=1200)
-    default.add_argument("--stage2-steps", type=int, default=500)
+    default.add_argument(
+        "--stage2-steps",
+        type=int,
+        default=None,
+        help="default: the CPU recipe's CPU_STAGE2_STEPS (1200), at the optimiser's default lr "
+        "like `tal eval`",
+    )
     default.add_argument(
         "--stage2-task-temperature",
         type=float,

@@ -8,7 +8,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tal.evaluation.finetune import FinetuneRecipe
-from tal.training.config import CPU_STAGE2_DISTILLATION, CPU_STAGE2_TASK_TEMPERATURE
+from tal.training.config import (
+    CPU_STAGE2_DISTILLATION,
+    CPU_STAGE2_STEPS,
+    CPU_STAGE2_TASK_TEMPERATURE,
+)
 
 METHODS = ("random", "ghn3", "logah", "tal", "tal+")
 
@@ -23,7 +27,12 @@ class EvalConfig(BaseModel):
     library: str = "cpu"
     plus_library: str = "cpu-plus"
     stage1_steps: int = Field(1200, ge=1)
-    stage2_steps: int = Field(500, ge=1)
+    stage2_steps: int = Field(CPU_STAGE2_STEPS, ge=1)
+    check_every: int | None = Field(
+        None,
+        ge=1,
+        description="steps between the held-out checks during training (default: each stage's end)",
+    )
     meta_batch: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=1)
     data_limit: int | None = Field(None, description="examples per task and split for training")

@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 
+from tal.ancestry import Ancestry
 from tal.evaluation.config import EvalConfig
 from tal.evaluation.finetune import accuracy, finetune
 from tal.evaluation.schema import EvalResults, FinetuneResults
 from tal.learngene import Learngene
 from tal.models import build_model
 from tal.specs import ViTSpec
-from tal.tasks import held_out_task, list_tasks, load_task
-from tal.training.ancestry_trainer import ARTIFACT_DIR, load_ancestry_artifacts
+from tal.tasks import TaskData, held_out_task, list_tasks, load_task
+from tal.training.ancestry_trainer import ARTIFACT_DIR, load_ancestry_artifacts, task_accuracy
 from tal.training.config import DISTILLATIONS, HypernetTrainConfig
 from tal.training.distributed import DistInfo
 from tal.training.hypernet_trainer import HypernetTrainer
@@ -66,7 +67,7 @@ def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learng
         meta_batch=config.meta_batch,
         batch_size=config.batch_size,
         task_conditioning=recipe.task_conditioning,
-        eval_every=max(config.stage1_steps, config.stage2_steps),
+        eval_every=config.check_every or max(config.stage1_steps, config.stage2_steps),
     )
     stage1 = HypernetTrainer(
         HypernetTrainConfig(
@@ -98,6 +99,24 @@ def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learng
     return learngene, wall
 
 
+def train_methods(
+    config: EvalConfig, dist: DistInfo
+) -> tuple[dict[str, Learngene | None], dict[str, float]]:
+    """Trains (or resumes) every learned method of ``config``; ``random`` maps to None.
+
+    Returns the learngenes and each method's training wall seconds (kept across resumes).
+    Processes with disjoint ``methods`` and the same run folder can train side by side.
+    """
+    learngenes: dict[str, Learngene | None] = {}
+    training_seconds: dict[str, float] = {}
+    for method in config.methods:
+        if method == "random":
+            learngenes[method], training_seconds[method] = None, 0.0
+        else:
+            learngenes[method], training_seconds[method] = _train_method(method, config, dist)
+    return learngenes, training_seconds
+
+
 def eval_architectures(config: EvalConfig) -> dict[str, ViTSpec]:
     """Small, medium and largest held-out architectures, plus one deeper than any in training."""
     library = build_library(config.library)
@@ -110,6 +129,18 @@ def eval_architectures(config: EvalConfig) -> dict[str, ViTSpec]:
         "largest": largest,
         "deeper": largest.model_copy(update={"depth": deepest + DEEPER_BY}),
     }
+
+
+@torch.no_grad()
+def ancestry_test_accuracy(ancestry: Ancestry, test: dict[str, TaskData]) -> dict[str, float]:
+    """The ancestry's accuracy on the same test images as the methods, for each task it
+    learned (its logits restricted to the task's slice of its shared head)."""
+    scores = {}
+    for task, (start, stop) in ancestry.task_offsets.items():
+        if task in test:
+            logits = ancestry.features(test[task].images, logits=True)[:, start:stop]
+            scores[task] = task_accuracy(logits, test[task].labels)
+    return scores
 
 
 def _initial_model(
@@ -125,12 +156,10 @@ def _initial_model(
 
 def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
     """Everything the report shows, as plain data (also written to results.json)."""
-    _, _, ancestry_summary = load_ancestry_artifacts(config.ancestry_run)
-    learngenes: dict[str, Learngene | None] = {"random": None}
-    training_seconds: dict[str, float] = {"random": 0.0}
-    for method in config.methods:
-        if method != "random":
-            learngenes[method], training_seconds[method] = _train_method(method, config, dist)
+    ancestry, _, ancestry_summary = load_ancestry_artifacts(config.ancestry_run)
+    learngenes, training_seconds = train_methods(config, dist)
+    learngenes = {"random": None, **learngenes}  # random init is always the reference
+    training_seconds = {"random": 0.0, **training_seconds}
     tasks = [t.name for t in list_tasks()]
     unseen = held_out_task().name
     archs = eval_architectures(config)
@@ -180,6 +209,7 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
         },
         unseen_task=unseen,
         ancestry_val_accuracy=ancestry_summary["metrics"],
+        ancestry_test_accuracy=ancestry_test_accuracy(ancestry, test),
         training_seconds=training_seconds,
         prediction_ms=prediction_ms,
         untrained_accuracy=untrained,

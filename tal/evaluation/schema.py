@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 # method -> task -> architecture (or seed) -> value
 PerMethodTaskArch = dict[str, dict[str, dict[str, float]]]
@@ -38,6 +38,11 @@ class EvalResults(BaseModel):
     architectures: dict[str, dict[str, Any]]
     unseen_task: str
     ancestry_val_accuracy: dict[str, float]
+    ancestry_test_accuracy: dict[str, float] = Field(
+        default_factory=dict,
+        description="task -> the ancestry's accuracy on the test images the methods are scored "
+        "on, for the tasks it learned (absent from runs before 2026-12-02)",
+    )
     training_seconds: dict[str, float]
     prediction_ms: dict[str, dict[str, float]]
     untrained_accuracy: PerMethodTaskArch

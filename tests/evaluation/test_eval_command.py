@@ -35,26 +35,42 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
     )
     AncestryTrainer(config, DistInfo(0, 1, torch.device("cpu")), data_limit=32).run_and_export()
     docs = tmp_path / "docs"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tal.cli",
-            "eval",
-            "--quick",
-            "--run-dir",
-            str(tmp_path / "eval"),
-            "--ancestry-run",
-            str(ancestry_run),
-            "--output-dir",
-            str(docs),
-        ],
+    quick = [
+        sys.executable,
+        "-m",
+        "tal.cli",
+        "eval",
+        "--quick",
+        "--run-dir",
+        str(tmp_path / "eval"),
+        "--ancestry-run",
+        str(ancestry_run),
+        "--output-dir",
+        str(docs),
+    ]
+    # --train-only trains the named methods and measures nothing; the full run resumes them
+    trained = subprocess.run(
+        [*quick, "--train-only", "--methods", "tal"],
         capture_output=True,
         text=True,
         timeout=QUICK_TIMEOUT_S,
     )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "trained tal in" in trained.stdout
+    tal_stage2 = tmp_path / "eval" / "tal" / "stage2" / "last.safetensors"
+    assert tal_stage2.is_file() and not (tmp_path / "eval" / "ghn3").exists()
+    assert not docs.exists()
+    stage2_state = tal_stage2.read_bytes()
+
+    result = subprocess.run(quick, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert tal_stage2.read_bytes() == stage2_state  # resumed, not retrained
     results = json.loads((docs / "results.json").read_text())
+    ancestry_tasks = set(
+        json.loads((ancestry_run / "ancestry" / "summary.json").read_text())["task_offsets"]
+    )
+    assert set(results["ancestry_test_accuracy"]) == ancestry_tasks
+    assert all(0.0 <= acc <= 1.0 for acc in results["ancestry_test_accuracy"].values())
     methods = {"random", "ghn3", "logah", "tal", "tal+"}
     assert set(results["untrained_accuracy"]) == methods
     assert set(results["architectures"]) == {"small", "medium", "largest", "deeper"}

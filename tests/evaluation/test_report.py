@@ -3,7 +3,13 @@
 
 from pathlib import Path
 
-from tal.evaluation.report import PERCENT, analyse, read_results, write_report
+from tal.evaluation.report import (
+    PERCENT,
+    analyse,
+    ancestry_reference,
+    read_results,
+    write_report,
+)
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "results.json"
 
@@ -25,8 +31,8 @@ def test_unseen_task_section_reports_untrained_and_first_epoch_accuracy(tmp_path
 
 def test_ancestry_fraction_compares_the_tasks_the_ancestry_learned():
     results = read_results(COMMITTED)
-    ancestry = results["ancestry_val_accuracy"]
-    learned = [t for t in results["untrained_accuracy"]["tal"] if f"val_acc/{t}" in ancestry]
+    ancestry, _ = ancestry_reference(results)
+    learned = [t for t in results["untrained_accuracy"]["tal"] if t in ancestry]
     assert results["unseen_task"] not in learned and len(learned) == 4
     tal = [sum(v.values()) / len(v) for t, v in results["untrained_accuracy"]["tal"].items()]
     tal_learned = [
@@ -34,8 +40,32 @@ def test_ancestry_fraction_compares_the_tasks_the_ancestry_learned():
         for t, v in results["untrained_accuracy"]["tal"].items()
         if t in learned
     ]
-    ratio = sum(tal_learned) / sum(ancestry[f"val_acc/{t}"] for t in learned)
+    ratio = sum(tal_learned) / sum(ancestry[t] for t in learned)
     (verdict,) = [v for k, v in analyse(results)["verdicts"].items() if "ancestry" in k]
     assert verdict[1].startswith(f"{PERCENT * ratio:.0f}% (")
     assert verdict[0] == (ratio >= 0.85)
     assert sum(tal_learned) / len(tal_learned) != sum(tal) / len(tal)  # the unseen task is out
+
+
+def test_ancestry_reference_prefers_the_methods_test_images_over_its_validation_split(tmp_path):
+    results = read_results(COMMITTED)
+    validation = {
+        key.removeprefix("val_acc/"): value
+        for key, value in results["ancestry_val_accuracy"].items()
+        if key.startswith("val_acc/")
+    }
+    older = {**results, "ancestry_test_accuracy": {}}
+    assert ancestry_reference(older) == (validation, "validation")
+    measured = {task: acc / 2 for task, acc in validation.items()}
+    newer = {**results, "ancestry_test_accuracy": measured}
+    assert ancestry_reference(newer) == (measured, "test")
+    (verdict,) = [v for k, v in analyse(newer)["verdicts"].items() if "ancestry" in k]
+    assert verdict[1].endswith("the ancestry on its test split)")
+
+    markdown = tmp_path / "results.md"
+    write_report(newer, markdown, tmp_path / "results.json")
+    section = markdown.read_text().split("## 6. Ancestry")[1]
+    test_row = next(line for line in section.splitlines() if line.startswith("| test"))
+    validation_row = next(line for line in section.splitlines() if line.startswith("| validation"))
+    assert [f"{PERCENT * measured[t]:.1f}" for t in validation] == test_row.split(" | ")[1:-1]
+    assert f"{PERCENT * validation['glyphs_latin']:.1f}" in validation_row
