@@ -164,7 +164,8 @@ def panels() -> list[dict]:
                 "Errors by status",
                 [
                     target(
-                        f'sum by (status, route) (rate(tal_requests_total{{status=~"[45].."}}[{RATE}]))',
+                        "sum by (status, route) "
+                        f'(rate(tal_requests_total{{status=~"[45].."}}[{RATE}]))',
                         "{{status}} {{route}}",
                     )
                 ],
@@ -219,7 +220,8 @@ def panels() -> list[dict]:
                 [
                     target(
                         f'sum by (tier) (rate(tal_cache_requests_total{{result="hit"}}[{RATE}]))'
-                        f" / clamp_min(sum by (tier) (rate(tal_cache_requests_total[{RATE}])), 1e-9)",
+                        " / clamp_min(sum by (tier) "
+                        f"(rate(tal_cache_requests_total[{RATE}])), 1e-9)",
                         "{{tier}}",
                     )
                 ],
