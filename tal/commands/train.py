@@ -209,7 +209,7 @@ def _cmd_default(args: argparse.Namespace) -> int:
         HypernetTrainConfig(
             stage=2,
             run_dir=run_dir,
-            steps=args.stage2_steps or CPU_STAGE2_STEPS,
+            steps=CPU_STAGE2_STEPS if args.stage2_steps is None else args.stage2_steps,
             decoder=args.decoder,
             task_temperature=(
                 CPU_STAGE2_TASK_TEMPERATURE

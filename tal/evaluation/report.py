@@ -36,17 +36,21 @@ def untrained_by_task(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     }
 
 
+def _ancestry_validation(results: dict[str, Any]) -> dict[str, float]:
+    """task -> the ancestry's accuracy on its validation split (from ``val_acc/<task>`` keys)."""
+    return {
+        key.removeprefix(ANCESTRY_KEY_PREFIX): value
+        for key, value in results["ancestry_val_accuracy"].items()
+        if key.startswith(ANCESTRY_KEY_PREFIX)
+    }
+
+
 def ancestry_reference(results: dict[str, Any]) -> tuple[dict[str, float], str]:
     """task -> the ancestry's accuracy, and the split it was measured on: the methods' test
     images where the run measured them, else (older runs) the ancestry's validation split."""
     if results.get("ancestry_test_accuracy"):
         return dict(results["ancestry_test_accuracy"]), "test"
-    validation = results["ancestry_val_accuracy"]
-    return {
-        key.removeprefix(ANCESTRY_KEY_PREFIX): value
-        for key, value in validation.items()
-        if key.startswith(ANCESTRY_KEY_PREFIX)
-    }, "validation"
+    return _ancestry_validation(results), "validation"
 
 
 def _accuracies_at(curves: dict, method: str, task: str, epoch: int = -1) -> list[float]:
@@ -153,7 +157,7 @@ def _unseen_task_figures(
 def _ancestry_lines(results: dict[str, Any]) -> list[str]:
     """Section 6: the ancestry's accuracy per task on the test images the methods were scored
     on (when the run measured it) and on its own validation split."""
-    validation, _ = ancestry_reference({"ancestry_val_accuracy": results["ancestry_val_accuracy"]})
+    validation = _ancestry_validation(results)
     splits = {"validation": validation}
     if results.get("ancestry_test_accuracy"):
         splits = {"test (the methods' images)": results["ancestry_test_accuracy"], **splits}

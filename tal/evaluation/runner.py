@@ -101,18 +101,16 @@ def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learng
 
 def train_methods(
     config: EvalConfig, dist: DistInfo
-) -> tuple[dict[str, Learngene | None], dict[str, float]]:
-    """Trains (or resumes) every learned method of ``config``; ``random`` maps to None.
+) -> tuple[dict[str, Learngene], dict[str, float]]:
+    """Trains (or resumes) every learned method of ``config`` (all but ``random``).
 
     Returns the learngenes and each method's training wall seconds (kept across resumes).
     Processes with disjoint ``methods`` and the same run folder can train side by side.
     """
-    learngenes: dict[str, Learngene | None] = {}
+    learngenes: dict[str, Learngene] = {}
     training_seconds: dict[str, float] = {}
     for method in config.methods:
-        if method == "random":
-            learngenes[method], training_seconds[method] = None, 0.0
-        else:
+        if method != "random":
             learngenes[method], training_seconds[method] = _train_method(method, config, dist)
     return learngenes, training_seconds
 
@@ -131,7 +129,6 @@ def eval_architectures(config: EvalConfig) -> dict[str, ViTSpec]:
     }
 
 
-@torch.no_grad()
 def ancestry_test_accuracy(ancestry: Ancestry, test: dict[str, TaskData]) -> dict[str, float]:
     """The ancestry's accuracy on the same test images as the methods, for each task it
     learned (its logits restricted to the task's slice of its shared head)."""
@@ -157,8 +154,8 @@ def _initial_model(
 def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
     """Everything the report shows, as plain data (also written to results.json)."""
     ancestry, _, ancestry_summary = load_ancestry_artifacts(config.ancestry_run)
-    learngenes, training_seconds = train_methods(config, dist)
-    learngenes = {"random": None, **learngenes}  # random init is always the reference
+    trained, training_seconds = train_methods(config, dist)
+    learngenes: dict[str, Learngene | None] = {"random": None, **trained}  # the reference
     training_seconds = {"random": 0.0, **training_seconds}
     tasks = [t.name for t in list_tasks()]
     unseen = held_out_task().name
