@@ -12,6 +12,7 @@ from tal.training.config import (
     CPU_STAGE2_DISTILLATION,
     CPU_STAGE2_STEPS,
     CPU_STAGE2_TASK_TEMPERATURE,
+    TASK_EMBEDDING_EXAMPLES,
 )
 
 METHODS = ("random", "ghn3", "logah", "tal", "tal+")
@@ -53,10 +54,23 @@ class EvalConfig(BaseModel):
     )
     seeds: tuple[int, ...] = (0, 1, 2)
     recipe_lr: float = 5e-4
+    calibrate_head: bool = Field(
+        True,
+        description="before fine-tuning, scale every method's classifier head by the factor in "
+        "[0, 1] that fits the first calibration_examples training images (tal.head_calibration)",
+    )
+    calibration_examples: int = Field(
+        TASK_EMBEDDING_EXAMPLES, ge=1, description="as many as a task embedding uses"
+    )
 
     @property
     def recipe(self) -> FinetuneRecipe:
-        return FinetuneRecipe(epochs=self.epochs, lr=self.recipe_lr)
+        return FinetuneRecipe(
+            epochs=self.epochs,
+            lr=self.recipe_lr,
+            calibrate_head=self.calibrate_head,
+            calibration_examples=self.calibration_examples,
+        )
 
 
 QUICK = dict(

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tal.head_calibration import HeadCalibration, calibrate_head
 from tal.tasks import TaskData
+from tal.training.config import TASK_EMBEDDING_EXAMPLES
 
 EVAL_BATCH = 512
 
@@ -20,14 +22,18 @@ class FinetuneRecipe:
     lr: float = 5e-4
     weight_decay: float = 0.05
     label_smoothing: float = 0.0
+    calibrate_head: bool = False  # scale the head first (tal.head_calibration)
+    calibration_examples: int = TASK_EMBEDDING_EXAMPLES  # the first this many fit the scale
 
 
 @dataclass
 class Curve:
-    """Per-epoch training loss and test accuracy (index 0 = after epoch 1)."""
+    """Per-epoch training loss and test accuracy (index 0 = after epoch 1), and the head's
+    calibration before epoch 1 when the recipe asks for one."""
 
     train_loss: list[float] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
+    head_calibration: HeadCalibration | None = None
 
 
 @torch.no_grad()
@@ -45,7 +51,15 @@ def accuracy(model: nn.Module, data: TaskData) -> float:
 def finetune(
     model: nn.Module, train: TaskData, test: TaskData, recipe: FinetuneRecipe, seed: int
 ) -> Curve:
-    """AdamW with a cosine schedule over ``recipe.epochs``; the seed fixes the data order."""
+    """AdamW with a cosine schedule over ``recipe.epochs``; the seed fixes the data order.
+
+    With ``recipe.calibrate_head`` the classifier head is first scaled by the factor in [0, 1]
+    fitted on the first ``recipe.calibration_examples`` training images (in place).
+    """
+    curve = Curve()
+    if recipe.calibrate_head:
+        support = slice(0, recipe.calibration_examples)
+        curve.head_calibration = calibrate_head(model, train.images[support], train.labels[support])
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
@@ -54,7 +68,6 @@ def finetune(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=recipe.epochs * steps_per_epoch
     )
-    curve = Curve()
     for _ in range(recipe.epochs):
         model.train()
         order = torch.randperm(len(train.labels), generator=generator)

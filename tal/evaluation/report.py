@@ -179,6 +179,41 @@ def _ancestry_lines(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _calibration_lines(results: dict[str, Any]) -> list[str]:
+    """The fitted head scale per method and task (mean over seeds) with the calibration
+    images' loss before and after; nothing when the run did not calibrate."""
+    curves = results["finetune"]["curves"]
+    tasks = list(next(iter(curves.values())))
+    fits = {
+        method: {
+            task: [c["head_calibration"] for c in per_seed.values() if c.get("head_calibration")]
+            for task, per_seed in per_task.items()
+        }
+        for method, per_task in curves.items()
+    }
+    if not any(found for per_task in fits.values() for found in per_task.values()):
+        return []
+    lines = [
+        "Head calibration before epoch 1: fitted scale, mean over seeds (the calibration "
+        "images' cross-entropy before -> after):",
+        "",
+        "| method | " + " | ".join(tasks) + " |",
+        "| --- |" + " --- |" * len(tasks),
+    ]
+    for method, per_task in fits.items():
+        cells = []
+        for task in tasks:
+            found = per_task.get(task, [])
+            mean = {k: sum(f[k] for f in found) / len(found) for k in found[0]} if found else {}
+            cells.append(
+                f"{mean['scale']:.2f} ({mean['loss_before']:.2f} -> {mean['loss_after']:.2f})"
+                if mean
+                else "n/a"
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _unseen_task_lines(results: dict[str, Any], derived: dict[str, Any]) -> list[str]:
     task = results["unseen_task"]
     figures = derived["unseen_task"]
@@ -251,7 +286,7 @@ def read_results(json_path: Path) -> dict[str, Any]:
         raise ValueError(f"{json_path} holds a JSON {type(data).__name__}, not `tal eval` results")
     data.pop("derived", None)
     try:
-        return EvalResults.model_validate(data).model_dump()
+        return EvalResults.model_validate(data).model_dump(exclude_unset=True)  # as written
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}"
@@ -324,8 +359,16 @@ def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> No
         "",
         f"Recipe: AdamW lr {recipe['lr']}, weight decay {recipe['weight_decay']}, "
         f"batch {recipe['batch_size']}, {recipe['epochs']} epochs, cosine; "
-        f"seeds {results['config']['seeds']}.",
+        f"seeds {results['config']['seeds']}."
+        + (
+            " Every method's classifier head is first scaled by the factor in [0, 1] that "
+            f"fits the first {recipe['calibration_examples']} training images best "
+            "(`tal.head_calibration`; untrained accuracy is measured without it)."
+            if recipe.get("calibrate_head")
+            else ""
+        ),
         "",
+        *_calibration_lines(results),
         "| method | task | final accuracy % (mean ± std) | epochs to random's final |",
         "| --- | --- | --- | --- |",
     ]

@@ -140,9 +140,11 @@ def ancestry_test_accuracy(ancestry: Ancestry, test: dict[str, TaskData]) -> dic
     return scores
 
 
-def _initial_model(
+def initial_model(
     method: str, learngene: Learngene | None, spec: ViTSpec, task: str, seed: int
 ) -> torch.nn.Module:
+    """A timm model of ``spec`` with ``learngene``'s predicted weights for ``task`` (task
+    conditioned when the hypernetwork is), or timm's own init seeded by ``seed`` when None."""
     torch.manual_seed(seed)
     model = build_model(spec, "timm")
     if learngene is not None:
@@ -169,7 +171,7 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
             untrained[method][task] = {}
             for arch_name, base in archs.items():
                 spec = base.model_copy(update={"num_classes": test[task].num_classes})
-                model = _initial_model(method, learngene, spec, task, seed=0)
+                model = initial_model(method, learngene, spec, task, seed=0)
                 untrained[method][task][arch_name] = accuracy(model, test[task])
 
     prediction_ms: dict[str, dict[str, float]] = {}
@@ -193,11 +195,13 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
         for method, learngene in learngenes.items():
             for seed in config.seeds:
                 spec = spec_base.model_copy(update={"num_classes": train.num_classes})
-                model = _initial_model(method, learngene, spec, task, seed)
+                model = initial_model(method, learngene, spec, task, seed)
                 curve = finetune(model, train, test[task], config.recipe, seed)
+                calibration = curve.head_calibration
                 curves.setdefault(method, {}).setdefault(task, {})[str(seed)] = {
                     "train_loss": curve.train_loss,
                     "test_accuracy": curve.test_accuracy,
+                    "head_calibration": asdict(calibration) if calibration else None,
                 }
     return EvalResults(
         config=config.model_dump(mode="json"),

@@ -19,6 +19,9 @@ class Curve(BaseModel):
 
     train_loss: list[float]
     test_accuracy: list[float]
+    head_calibration: dict[str, float] | None = Field(
+        None, description="scale, loss_before, loss_after (tal.head_calibration); None: not run"
+    )
 
 
 class FinetuneResults(BaseModel):

@@ -39,6 +39,7 @@ DISTILLATIONS = {
 AUTHORS_DISTILLATION = DISTILLATIONS["features"]  # HypernetTrainConfig's defaults
 CPU_STAGE2_DISTILLATION = "logits"  # stage 2 of `tal train default` and of TAL in `tal eval`
 # (docs/ablations.md, round 6); stage 1 keeps the authors' feature distillation
+TASK_EMBEDDING_EXAMPLES = 300  # training images behind a task's embedding ("a few hundred")
 CPU_STAGE2_STEPS = 1200  # stage 2 of `tal train default` and `tal eval`'s default: the held-out
 # check still rose from 800 to 1200 steps (docs/ablations.md, round 7)
 
@@ -85,7 +86,9 @@ class AncestryTrainConfig(_Config):
     )
     eval_every: int = Field(500, ge=1)
     checkpoint_every: int = Field(250, ge=1)
-    task_examples: int = Field(300, ge=1, description="images per task embedding (max)")
+    task_examples: int = Field(
+        TASK_EMBEDDING_EXAMPLES, ge=1, description="images per task embedding (max)"
+    )
     data_root: Path | None = None
     overfit_batch: bool = Field(False, description="reuse step 1's batch (smoke tests)")
     seed: int = 0

@@ -88,6 +88,9 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
         for per_seed in per_task.values():
             assert len(per_seed) == 2
             assert all(len(run["test_accuracy"]) == 2 for run in per_seed.values())
+            for run in per_seed.values():  # the head was calibrated before epoch 1
+                fit = run["head_calibration"]
+                assert 0.0 <= fit["scale"] <= 1.0 and fit["loss_after"] <= fit["loss_before"]
     assert set(results["derived"]["paired_tests"]) == methods - {"tal"}
     unseen = results["derived"]["unseen_task"]
     assert set(unseen) == methods and all("first_epoch" in row for row in unseen.values())
@@ -96,6 +99,7 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
         "## Targets",
         "## 1. Untrained",
         "## 2-3. Fine-tuning",
+        "Head calibration before epoch 1",
         "## 4. The unseen task (`glyphs_greek`)",
         "## 5. Cost",
         "## 6. Ancestry",
