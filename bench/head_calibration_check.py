@@ -52,7 +52,7 @@ def main() -> None:
             )
             finals = []
             for seed in args.seeds:
-                model = initial_model(method, source, spec, args.task, seed)
+                model = initial_model(source, spec, args.task, seed)
                 curve = finetune(model, train, evaluation, recipe, seed)
                 fit = curve.head_calibration
                 note = (

@@ -141,7 +141,7 @@ def ancestry_test_accuracy(ancestry: Ancestry, test: dict[str, TaskData]) -> dic
 
 
 def initial_model(
-    method: str, learngene: Learngene | None, spec: ViTSpec, task: str, seed: int
+    learngene: Learngene | None, spec: ViTSpec, task: str, seed: int
 ) -> torch.nn.Module:
     """A timm model of ``spec`` with ``learngene``'s predicted weights for ``task`` (task
     conditioned when the hypernetwork is), or timm's own init seeded by ``seed`` when None."""
@@ -171,7 +171,7 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
             untrained[method][task] = {}
             for arch_name, base in archs.items():
                 spec = base.model_copy(update={"num_classes": test[task].num_classes})
-                model = initial_model(method, learngene, spec, task, seed=0)
+                model = initial_model(learngene, spec, task, seed=0)
                 untrained[method][task][arch_name] = accuracy(model, test[task])
 
     prediction_ms: dict[str, dict[str, float]] = {}
@@ -195,7 +195,7 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
         for method, learngene in learngenes.items():
             for seed in config.seeds:
                 spec = spec_base.model_copy(update={"num_classes": train.num_classes})
-                model = initial_model(method, learngene, spec, task, seed)
+                model = initial_model(learngene, spec, task, seed)
                 curve = finetune(model, train, test[task], config.recipe, seed)
                 calibration = curve.head_calibration
                 curves.setdefault(method, {}).setdefault(task, {})[str(seed)] = {
