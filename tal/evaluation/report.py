@@ -181,7 +181,7 @@ def _ancestry_lines(results: dict[str, Any]) -> list[str]:
 
 def _calibration_lines(results: dict[str, Any]) -> list[str]:
     """The fitted head scale per method and task (mean over seeds) with the calibration
-    images' loss before and after; nothing when the run did not calibrate."""
+    images' loss before and after, for the methods calibrated; nothing when none was."""
     curves = results["finetune"]["curves"]
     tasks = list(next(iter(curves.values())))
     fits = {
@@ -201,6 +201,8 @@ def _calibration_lines(results: dict[str, Any]) -> list[str]:
         "| --- |" + " --- |" * len(tasks),
     ]
     for method, per_task in fits.items():
+        if not any(per_task.values()):
+            continue
         cells = []
         for task in tasks:
             found = per_task.get(task, [])
@@ -361,9 +363,10 @@ def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> No
         f"batch {recipe['batch_size']}, {recipe['epochs']} epochs, cosine; "
         f"seeds {results['config']['seeds']}."
         + (
-            " Every method's classifier head is first scaled by the factor in [0, 1] that "
+            " Every predicted classifier head is first scaled by the factor in [0, 1] that "
             f"fits the first {recipe['calibration_examples']} training images best "
-            "(`tal.head_calibration`; untrained accuracy is measured without it)."
+            "(`tal.head_calibration`; untrained accuracy is measured without it); random init "
+            "is fine-tuned from timm's default initialisation as it is."
             if recipe.get("calibrate_head")
             else ""
         ),

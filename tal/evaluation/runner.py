@@ -196,7 +196,7 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
             for seed in config.seeds:
                 spec = spec_base.model_copy(update={"num_classes": train.num_classes})
                 model = initial_model(learngene, spec, task, seed)
-                curve = finetune(model, train, test[task], config.recipe, seed)
+                curve = finetune(model, train, test[task], config.recipe_for(method), seed)
                 calibration = curve.head_calibration
                 curves.setdefault(method, {}).setdefault(task, {})[str(seed)] = {
                     "train_loss": curve.train_loss,

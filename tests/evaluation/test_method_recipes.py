@@ -1,6 +1,6 @@
 """What each method's hypernetwork learns from in ``tal eval``: the baselines train on labels
 only in both stages; TAL and TAL+ distil the ancestry's features in stage 1 and what the config
-names in stage 2."""
+names in stage 2; and which methods have their head calibrated before fine-tuning."""
 
 import pytest
 
@@ -37,3 +37,13 @@ def test_tal_distils_features_then_the_configured_target(method):
 def test_an_unknown_stage2_distillation_is_refused():
     with pytest.raises(ValueError, match="stage2_distillation"):
         EvalConfig(stage2_distillation="labels")
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_only_predicted_heads_are_calibrated_before_fine_tuning(calibrate):
+    config = EvalConfig(calibrate_head=calibrate)
+    assert config.recipe_for("random").calibrate_head is False  # timm's default head, as it is
+    for method in ("ghn3", "logah", "tal", "tal+"):
+        assert config.recipe_for(method) == config.recipe
+        assert config.recipe_for(method).calibrate_head is calibrate
+    assert config.recipe_for("random").epochs == config.recipe.epochs
