@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from tal.ancestry import Ancestry
-from tal.evaluation.config import EvalConfig
+from tal.evaluation.config import RANDOM_INIT, EvalConfig
 from tal.evaluation.finetune import accuracy, finetune
 from tal.evaluation.schema import EvalResults, FinetuneResults
 from tal.learngene import Learngene
@@ -110,7 +110,7 @@ def train_methods(
     learngenes: dict[str, Learngene] = {}
     training_seconds: dict[str, float] = {}
     for method in config.methods:
-        if method != "random":
+        if method != RANDOM_INIT:
             learngenes[method], training_seconds[method] = _train_method(method, config, dist)
     return learngenes, training_seconds
 
@@ -157,8 +157,8 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
     """Everything the report shows, as plain data (also written to results.json)."""
     ancestry, _, ancestry_summary = load_ancestry_artifacts(config.ancestry_run)
     trained, training_seconds = train_methods(config, dist)
-    learngenes: dict[str, Learngene | None] = {"random": None, **trained}  # the reference
-    training_seconds = {"random": 0.0, **training_seconds}
+    learngenes: dict[str, Learngene | None] = {RANDOM_INIT: None, **trained}  # the reference
+    training_seconds = {RANDOM_INIT: 0.0, **training_seconds}
     tasks = [t.name for t in list_tasks()]
     unseen = held_out_task().name
     archs = eval_architectures(config)
