@@ -13,6 +13,7 @@ import torch
 
 from tal import store
 from tal.ancestry import Ancestry, NoAncestryError
+from tal.environment import describe_environment
 from tal.formats import OutputFormat
 from tal.hypernet import HypernetConfig, TALHypernet
 from tal.specs import SpecLike, parse_arch
@@ -149,6 +150,7 @@ class Learngene:
             "config": json.loads(config),
             "tasks": sorted(self.tasks),
             "code_version": code_version(),
+            "environment": describe_environment(),
             **(extra_manifest or {}),
         }
         return store.write_version(name, version, files, manifest, root, overwrite)

@@ -35,6 +35,7 @@ class Comparison:
     verdicts: dict[str, tuple[bool | None, bool | None]]  # target -> (met before, met after)
     only_before: list[str]
     only_after: list[str]
+    environment: list[tuple[str, Any, Any]]  # (field, before, after) where the machines differ
 
 
 def _percent_changes(
@@ -94,7 +95,22 @@ def compare_results(before: dict[str, Any], after: dict[str, Any]) -> Comparison
         verdicts,
         sorted(labels_before - labels_after),
         sorted(labels_after - labels_before),
+        _environment_differences(before.get("environment"), after.get("environment")),
     )
+
+
+def _environment_differences(
+    before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> list[tuple[str, Any, Any]]:
+    """Fields of tal.environment that differ; one ``("recorded", ...)`` row when only one run
+    (or neither) recorded its machine, since then nothing says the two are comparable."""
+    if not before or not after:
+        return [("recorded", bool(before), bool(after))]
+    return [
+        (key, before.get(key), after.get(key))
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+    ]
 
 
 def _met(value: bool | None) -> str:
@@ -125,6 +141,19 @@ def format_comparison(comparison: Comparison, before_name: str, after_name: str)
             for c in comparison.changes
             if c.section == section
         ]
+    if comparison.environment:
+        lines += [
+            "",
+            "## machine",
+            "",
+            "The runs' machines differ (or were not recorded). A different CPU kernel path "
+            "changes trained weights: read about a point in an untrained mean, and a few on one "
+            "task, as run-to-run spread (docs/ablations.md, rounds 9-10).",
+            "",
+            "| field | before | after |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| {key} | {b} | {a} |" for key, b, a in comparison.environment]
     for label, names in (
         ("only before", comparison.only_before),
         ("only after", comparison.only_after),

@@ -216,6 +216,21 @@ def _calibration_lines(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _environment_lines(results: dict[str, Any]) -> list[str]:
+    """One sentence naming the machine of the run (nothing for runs that did not record it)."""
+    environment = results.get("environment")
+    if not environment:
+        return []
+    return [
+        "",
+        f"Machine: {environment['cpu_model']}, CPU kernels {environment['cpu_kernels']}, "
+        f"{environment['torch_threads']} torch thread(s), torch {environment['torch']}"
+        + (f", {environment['cuda_device']}" if environment.get("cuda_device") else "")
+        + ". A different CPU kernel path changes trained hypernetworks' weights "
+        "(docs/ablations.md, round 10).",
+    ]
+
+
 def _unseen_task_lines(results: dict[str, Any], derived: dict[str, Any]) -> list[str]:
     task = results["unseen_task"]
     figures = derived["unseen_task"]
@@ -407,5 +422,6 @@ def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> No
         lines.append(
             f"| {method} | {seconds:.0f} | " + ", ".join(f"{ms[a]:.1f}" for a in ms) + " |"
         )
+    lines += _environment_lines(results)
     lines += ["", *_ancestry_lines(results)]
     markdown.write_text("\n".join(lines))

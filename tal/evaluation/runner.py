@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from tal.ancestry import Ancestry
+from tal.environment import describe_environment
 from tal.evaluation.config import RANDOM_INIT, EvalConfig
 from tal.evaluation.finetune import accuracy, finetune
 from tal.evaluation.schema import EvalResults, FinetuneResults
@@ -211,6 +212,7 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
         unseen_task=unseen,
         ancestry_val_accuracy=ancestry_summary["metrics"],
         ancestry_test_accuracy=ancestry_test_accuracy(ancestry, test),
+        environment=describe_environment(),
         training_seconds=training_seconds,
         prediction_ms=prediction_ms,
         untrained_accuracy=untrained,

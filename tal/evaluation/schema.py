@@ -46,6 +46,11 @@ class EvalResults(BaseModel):
         description="task -> the ancestry's accuracy on the test images the methods are scored "
         "on, for the tasks it learned (absent from runs before 2026-12-02)",
     )
+    environment: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the machine of the measuring run (tal.environment.describe_environment; "
+        "absent from runs before 2026-12-03)",
+    )
     training_seconds: dict[str, float]
     prediction_ms: dict[str, dict[str, float]]
     untrained_accuracy: PerMethodTaskArch

@@ -7,6 +7,7 @@ import safetensors.torch
 import torch
 
 from tal import io, store
+from tal.environment import describe_environment
 from tal.learngene import Learngene
 from tal.models import build_model
 from tal.predict import predict_bytes
@@ -53,6 +54,7 @@ def test_learngene_save_load_verify(tmp_path):
     assert store.list_versions("demo", tmp_path) == ["1", "2"]
     loaded = Learngene.load("demo", "1", root=tmp_path, device="cpu")
     assert loaded.model_version == "demo/1" and loaded.manifest["metrics"] == {"acc": 0.5}
+    assert loaded.manifest["environment"] == describe_environment()  # the machine that wrote it
     assert Learngene.load("demo", root=tmp_path, device="cpu").version == "2"
     expected = learngene.predict(SPEC, task="digits")
     for name, tensor in loaded.predict(SPEC, task="digits").items():

@@ -83,3 +83,18 @@ def test_cli_compares_against_the_output_dirs_results(before, tmp_path):
         [*command, "--compare", str(tmp_path / "nope.json")], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "nope.json not found" in missing.stderr
+
+
+def test_machines_that_differ_are_named(before):
+    machine = {"torch": "2.14.1", "cpu_model": "AMD EPYC", "cpu_kernels": "AVX512"}
+    before = {**before, "environment": machine}
+    same = compare_results(before, copy.deepcopy(before))
+    assert same.environment == [] and "## machine" not in format_comparison(same, "a", "b")
+
+    after = {**copy.deepcopy(before), "environment": {**machine, "cpu_kernels": "AVX2"}}
+    comparison = compare_results(before, after)
+    assert comparison.environment == [("cpu_kernels", "AVX512", "AVX2")]
+    assert "| cpu_kernels | AVX512 | AVX2 |" in format_comparison(comparison, "a", "b")
+
+    unrecorded = {k: v for k, v in after.items() if k != "environment"}
+    assert compare_results(unrecorded, after).environment == [("recorded", False, True)]

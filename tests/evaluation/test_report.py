@@ -69,3 +69,22 @@ def test_ancestry_reference_prefers_the_methods_test_images_over_its_validation_
     validation_row = next(line for line in section.splitlines() if line.startswith("| validation"))
     assert [f"{PERCENT * measured[t]:.1f}" for t in validation] == test_row.split(" | ")[1:-1]
     assert f"{PERCENT * validation['glyphs_latin']:.1f}" in validation_row
+
+
+def test_the_cost_section_names_the_machine_when_recorded(tmp_path):
+    results = read_results(COMMITTED)
+    machine = {
+        "python": "3.12.3",
+        "torch": "2.14.1",
+        "cpu_model": "AMD EPYC",
+        "cpu_kernels": "AVX2",
+        "torch_threads": 1,
+        "cuda_device": None,
+    }
+    markdown, json_path = tmp_path / "results.md", tmp_path / "results.json"
+    write_report({**results, "environment": machine}, markdown, json_path)
+    assert "Machine: AMD EPYC, CPU kernels AVX2, 1 torch thread(s), torch 2.14.1." in (
+        markdown.read_text()
+    )
+    write_report({k: v for k, v in results.items() if k != "environment"}, markdown, json_path)
+    assert "Machine:" not in markdown.read_text()
