@@ -217,13 +217,13 @@ def _calibration_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _environment_lines(results: dict[str, Any]) -> list[str]:
-    """One sentence naming the machine of the run (nothing for runs that did not record it)."""
+    """One sentence naming the measuring run's machine (nothing for runs that did not record it)."""
     environment = results.get("environment")
     if not environment:
         return []
     return [
         "",
-        f"Machine: {environment['cpu_model']}, CPU kernels {environment['cpu_kernels']}, "
+        f"Measured on: {environment['cpu_model']}, CPU kernels {environment['cpu_kernels']}, "
         f"{environment['torch_threads']} torch thread(s), torch {environment['torch']}"
         + (f", {environment['cuda_device']}" if environment.get("cuda_device") else "")
         + ". A different CPU kernel path changes trained hypernetworks' weights "

@@ -83,8 +83,8 @@ def test_the_cost_section_names_the_machine_when_recorded(tmp_path):
     }
     markdown, json_path = tmp_path / "results.md", tmp_path / "results.json"
     write_report({**results, "environment": machine}, markdown, json_path)
-    assert "Machine: AMD EPYC, CPU kernels AVX2, 1 torch thread(s), torch 2.14.1." in (
+    assert "Measured on: AMD EPYC, CPU kernels AVX2, 1 torch thread(s), torch 2.14.1." in (
         markdown.read_text()
     )
     write_report({k: v for k, v in results.items() if k != "environment"}, markdown, json_path)
-    assert "Machine:" not in markdown.read_text()
+    assert "Measured on:" not in markdown.read_text()
