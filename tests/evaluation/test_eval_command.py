@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from tal.evaluation.config import RANDOM_INIT
 from tal.training.ancestry_trainer import AncestryTrainer
 from tal.training.config import (
     CPU_STAGE2_DISTILLATION,
@@ -90,7 +91,7 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
             assert all(len(run["test_accuracy"]) == 2 for run in per_seed.values())
             for run in per_seed.values():
                 fit = run["head_calibration"]
-                if method == "random":  # the baseline keeps timm's default head
+                if method == RANDOM_INIT:  # the baseline keeps timm's default head
                     assert fit is None
                 else:  # a predicted head was calibrated before epoch 1
                     assert 0.0 <= fit["scale"] <= 1.0 and fit["loss_after"] <= fit["loss_before"]

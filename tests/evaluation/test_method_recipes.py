@@ -4,7 +4,7 @@ names in stage 2; and which methods have their head calibrated before fine-tunin
 
 import pytest
 
-from tal.evaluation.config import EvalConfig
+from tal.evaluation.config import RANDOM_INIT, EvalConfig
 from tal.evaluation.runner import RECIPES, STAGE1_DISTILLATION
 from tal.training.config import CPU_STAGE2_DISTILLATION, HypernetTrainConfig
 
@@ -42,8 +42,8 @@ def test_an_unknown_stage2_distillation_is_refused():
 @pytest.mark.parametrize("calibrate", [True, False])
 def test_only_predicted_heads_are_calibrated_before_fine_tuning(calibrate):
     config = EvalConfig(calibrate_head=calibrate)
-    assert config.recipe_for("random").calibrate_head is False  # timm's default head, as it is
-    for method in ("ghn3", "logah", "tal", "tal+"):
+    assert config.recipe_for(RANDOM_INIT).calibrate_head is False  # timm's default head, as it is
+    for method in RECIPES:  # every learned method
         assert config.recipe_for(method) == config.recipe
         assert config.recipe_for(method).calibrate_head is calibrate
-    assert config.recipe_for("random").epochs == config.recipe.epochs
+    assert config.recipe_for(RANDOM_INIT).epochs == config.recipe.epochs
