@@ -46,10 +46,13 @@ def classifier_head(model: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def head_logits(model: nn.Module, head: nn.Linear, images: torch.Tensor) -> torch.Tensor:
-    """The head's outputs ``(N, C)`` for ``images`` ``(N, C_in, H, W)`` (model in eval mode)."""
-    outputs: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _module, _args, out: outputs.append(out.float()))
+def _head_io(model: nn.Module, head: nn.Linear, images: torch.Tensor, inputs: bool) -> torch.Tensor:
+    """The head's inputs (``inputs``) or outputs for ``images``, batched, with the model in
+    eval mode (its mode restored after)."""
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_hook(
+        lambda _module, args, out: captured.append((args[0] if inputs else out).float())
+    )
     was_training = model.training
     model.eval()
     try:
@@ -58,7 +61,18 @@ def head_logits(model: nn.Module, head: nn.Linear, images: torch.Tensor) -> torc
     finally:
         hook.remove()
         model.train(was_training)
-    return torch.cat(outputs)
+    return torch.cat(captured)
+
+
+def head_logits(model: nn.Module, head: nn.Linear, images: torch.Tensor) -> torch.Tensor:
+    """The head's outputs ``(N, C)`` for ``images`` ``(N, C_in, H, W)`` (model in eval mode)."""
+    return _head_io(model, head, images, inputs=False)
+
+
+def head_features(model: nn.Module, head: nn.Linear, images: torch.Tensor) -> torch.Tensor:
+    """The head's inputs ``(N, D)``, the model's pre-logit features, for ``images``
+    ``(N, C_in, H, W)`` (model in eval mode)."""
+    return _head_io(model, head, images, inputs=True)
 
 
 def fit_scale(logits: torch.Tensor, labels: torch.Tensor) -> HeadCalibration:

@@ -17,6 +17,7 @@ from tal.training.config import (
 )
 
 RANDOM_INIT = "random"  # the baseline: timm's default initialisation, fine-tuned as it is
+UnseenHead = Literal["predicted", "discriminant"]
 METHODS = (RANDOM_INIT, "ghn3", "logah", "tal", "tal+")
 
 
@@ -64,6 +65,14 @@ class EvalConfig(BaseModel):
     )
     calibration_examples: int = Field(
         TASK_EMBEDDING_EXAMPLES, ge=1, description="as many as a task embedding uses"
+    )
+    unseen_head: UnseenHead = Field(
+        "discriminant",
+        description="the unseen task's classifier head: as predicted, or the discriminant head "
+        "fitted on the features of its first calibration_examples training images, the images "
+        "behind its task embedding (tal.discriminant_head; no gradient step). Untrained, every "
+        "method gets it (the predicted head's accuracy is kept beside it); fine-tuned, every "
+        "method but random init, which starts from timm's default as it is",
     )
 
     @property

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from tal.ancestry import Ancestry
+from tal.discriminant_head import fit_discriminant_head
 from tal.environment import describe_environment
 from tal.evaluation.config import RANDOM_INIT, EvalConfig
 from tal.evaluation.finetune import accuracy, finetune
@@ -154,6 +155,15 @@ def initial_model(
     return model
 
 
+def unseen_task_support(config: EvalConfig) -> TaskData | None:
+    """The unseen task's images behind its task embedding (the first ``calibration_examples``
+    training images), which fit its discriminant head; None when ``unseen_head`` is
+    "predicted"."""
+    if config.unseen_head != "discriminant":
+        return None
+    return load_task(held_out_task().name, "train", limit=config.calibration_examples)
+
+
 def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
     """Everything the report shows, as plain data (also written to results.json)."""
     ancestry, _, ancestry_summary = load_ancestry_artifacts(config.ancestry_run)
@@ -164,8 +174,10 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
     unseen = held_out_task().name
     archs = eval_architectures(config)
     test = {t: load_task(t, "test", limit=config.test_examples) for t in tasks}
+    support = unseen_task_support(config)
 
     untrained: dict[str, dict[str, dict[str, float]]] = {}
+    unseen_predicted_head: dict[str, dict[str, float]] = {}
     for method, learngene in learngenes.items():
         untrained[method] = {}
         for task in tasks:
@@ -173,6 +185,10 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
             for arch_name, base in archs.items():
                 spec = base.model_copy(update={"num_classes": test[task].num_classes})
                 model = initial_model(learngene, spec, task, seed=0)
+                if task == unseen and support is not None:
+                    predicted = accuracy(model, test[task])
+                    unseen_predicted_head.setdefault(method, {})[arch_name] = predicted
+                    fit_discriminant_head(model, support.images, support.labels)
                 untrained[method][task][arch_name] = accuracy(model, test[task])
 
     prediction_ms: dict[str, dict[str, float]] = {}
@@ -197,12 +213,16 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
             for seed in config.seeds:
                 spec = spec_base.model_copy(update={"num_classes": train.num_classes})
                 model = initial_model(learngene, spec, task, seed)
+                head_fit = None
+                if task == unseen and support is not None and method != RANDOM_INIT:
+                    head_fit = fit_discriminant_head(model, support.images, support.labels)
                 curve = finetune(model, train, test[task], config.recipe_for(method), seed)
                 calibration = curve.head_calibration
                 curves.setdefault(method, {}).setdefault(task, {})[str(seed)] = {
                     "train_loss": curve.train_loss,
                     "test_accuracy": curve.test_accuracy,
                     "head_calibration": asdict(calibration) if calibration else None,
+                    "discriminant_head": asdict(head_fit) if head_fit else None,
                 }
     return EvalResults(
         config=config.model_dump(mode="json"),
@@ -216,6 +236,7 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
         training_seconds=training_seconds,
         prediction_ms=prediction_ms,
         untrained_accuracy=untrained,
+        unseen_predicted_head_accuracy=unseen_predicted_head,
         finetune=FinetuneResults(
             architecture="medium", recipe=config.recipe.__dict__, curves=curves
         ),

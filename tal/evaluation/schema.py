@@ -22,6 +22,11 @@ class Curve(BaseModel):
     head_calibration: dict[str, float] | None = Field(
         None, description="scale, loss_before, loss_after (tal.head_calibration); None: not run"
     )
+    discriminant_head: dict[str, float] | None = Field(
+        None,
+        description="examples, classes, support_accuracy of the head fitted before calibration "
+        "(tal.discriminant_head); None: the head was not replaced",
+    )
 
 
 class FinetuneResults(BaseModel):
@@ -54,4 +59,10 @@ class EvalResults(BaseModel):
     training_seconds: dict[str, float]
     prediction_ms: dict[str, dict[str, float]]
     untrained_accuracy: PerMethodTaskArch
+    unseen_predicted_head_accuracy: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="method -> architecture -> the unseen task's untrained accuracy with the "
+        "head as predicted (timm's for random); filled when untrained_accuracy holds the "
+        "discriminant head's (config unseen_head; absent from runs before 2026-12-03)",
+    )
     finetune: FinetuneResults

@@ -7,10 +7,12 @@ import sys
 import pytest
 
 from tal.evaluation.config import RANDOM_INIT
+from tal.tasks import held_out_task
 from tal.training.ancestry_trainer import AncestryTrainer
 from tal.training.config import (
     CPU_STAGE2_DISTILLATION,
     CPU_STAGE2_TASK_TEMPERATURE,
+    TASK_EMBEDDING_EXAMPLES,
     AncestryTrainConfig,
     OptimConfig,
 )
@@ -83,18 +85,33 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
         assert len(per_task) == 5
         for per_arch in per_task.values():
             assert all(0.0 <= acc <= 1.0 for acc in per_arch.values())
+    # the unseen task's untrained figures use the discriminant head; the predicted head's stay
+    predicted_head = results["unseen_predicted_head_accuracy"]
+    assert set(predicted_head) == methods
+    for per_arch in predicted_head.values():
+        assert set(per_arch) == set(results["architectures"])
+    unseen_task = held_out_task()
     curves = results["finetune"]["curves"]
     assert set(curves) == methods
     for method, per_task in curves.items():
-        for per_seed in per_task.values():
+        for task, per_seed in per_task.items():
             assert len(per_seed) == 2
             assert all(len(run["test_accuracy"]) == 2 for run in per_seed.values())
             for run in per_seed.values():
                 fit = run["head_calibration"]
                 if method == RANDOM_INIT:  # the baseline keeps timm's default head
-                    assert fit is None
+                    assert fit is None and run["discriminant_head"] is None
                 else:  # a predicted head was calibrated before epoch 1
                     assert 0.0 <= fit["scale"] <= 1.0 and fit["loss_after"] <= fit["loss_before"]
+                    fitted = run["discriminant_head"]
+                    if task == unseen_task.name:  # replaced first, from its embedding's images
+                        assert (fitted["examples"], fitted["classes"]) == (
+                            TASK_EMBEDDING_EXAMPLES,
+                            unseen_task.num_classes,
+                        )
+                        assert 0.0 <= fitted["support_accuracy"] <= 1.0
+                    else:
+                        assert fitted is None
     assert set(results["derived"]["paired_tests"]) == methods - {"tal"}
     unseen = results["derived"]["unseen_task"]
     assert set(unseen) == methods and all("first_epoch" in row for row in unseen.values())
@@ -105,6 +122,7 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
         "## 2-3. Fine-tuning",
         "Head calibration before epoch 1",
         "## 4. The unseen task (`glyphs_greek`)",
+        "untrained, head as predicted",
         "## 5. Cost",
         "## 6. Ancestry",
     ):

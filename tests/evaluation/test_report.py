@@ -3,6 +3,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from tal.evaluation.report import (
     PERCENT,
     analyse,
@@ -14,19 +16,59 @@ from tal.evaluation.report import (
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "results.json"
 
 
-def test_unseen_task_section_reports_untrained_and_first_epoch_accuracy(tmp_path):
-    results = read_results(COMMITTED)
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def _with_and_without_predicted_heads(results: dict) -> tuple[dict, dict]:
+    """The results with the unseen task's predicted-head figures (made up from the committed
+    ones where the run has none: half the fitted head's accuracy), and without them."""
+    task = results["unseen_task"]
+    predicted = results.get("unseen_predicted_head_accuracy") or {
+        method: {arch: acc / 2 for arch, acc in per_task[task].items()}
+        for method, per_task in results["untrained_accuracy"].items()
+    }
+    without = {k: v for k, v in results.items() if k != "unseen_predicted_head_accuracy"}
+    return {**without, "unseen_predicted_head_accuracy": predicted}, without
+
+
+@pytest.mark.parametrize("fitted_head", [True, False])
+def test_unseen_task_section_reports_untrained_and_first_epoch_accuracy(tmp_path, fitted_head):
+    fitted, predicted_only = _with_and_without_predicted_heads(read_results(COMMITTED))
+    results = fitted if fitted_head else predicted_only
     markdown, json_path = tmp_path / "results.md", tmp_path / "results.json"
     write_report(results, markdown, json_path)
     text = markdown.read_text()
     task = results["unseen_task"]
     assert f"## 4. The unseen task (`{task}`)" in text
+    assert ("untrained, head as predicted" in text) is fitted_head
     for method, per_task in results["untrained_accuracy"].items():
-        untrained = PERCENT * sum(per_task[task].values()) / len(per_task[task])
+        cells = [f"{PERCENT * _mean(per_task[task].values()):.1f}"]
+        if fitted_head:
+            as_predicted = results["unseen_predicted_head_accuracy"][method].values()
+            cells.append(f"{PERCENT * _mean(as_predicted):.1f}")
         runs = results["finetune"]["curves"][method][task].values()
-        first_epoch = PERCENT * sum(run["test_accuracy"][0] for run in runs) / len(runs)
-        assert f"| {method} | {untrained:.1f} | {first_epoch:.1f} ± " in text
+        cells.append(f"{PERCENT * _mean(run['test_accuracy'][0] for run in runs):.1f} ± ")
+        assert f"| {method} | " + " | ".join(cells) in text
     assert read_results(json_path) == results  # what it wrote reads back unchanged
+
+
+def test_the_margin_also_names_its_value_with_the_unseen_tasks_heads_as_predicted():
+    fitted, predicted_only = _with_and_without_predicted_heads(read_results(COMMITTED))
+    task = fitted["unseen_task"]
+    key = "untrained margin over GHN-3 >= 24 points"
+    assert "as predicted" not in analyse(predicted_only)["verdicts"][key][1]
+    detail = analyse(fitted)["verdicts"][key][1]
+    # the margin with the predicted heads: the same mean over tasks, the unseen task's cell
+    # replaced by the predicted heads' accuracy
+    by_method = {}
+    for method in ("tal", "ghn3"):
+        per_task = {t: _mean(a.values()) for t, a in fitted["untrained_accuracy"][method].items()}
+        per_task[task] = _mean(fitted["unseen_predicted_head_accuracy"][method].values())
+        by_method[method] = _mean(per_task.values())
+    as_predicted = PERCENT * (by_method["tal"] - by_method["ghn3"])
+    assert detail.endswith(f" ({as_predicted:.1f} with the unseen task's heads as predicted)")
 
 
 def test_ancestry_fraction_compares_the_tasks_the_ancestry_learned():
