@@ -270,6 +270,9 @@ def spec_from_hf_config(config: dict[str, Any]) -> ViTSpec | GPT2Spec:
     return spec
 
 
+PLAIN_VIT_NAMES = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224"]
+
+
 @lru_cache(maxsize=64)
 def spec_from_timm_name(name: str) -> ViTSpec:
     """Spec from a timm model name, read off the model built on the ``meta`` device (no memory).
@@ -283,7 +286,9 @@ def spec_from_timm_name(name: str) -> ViTSpec:
 
     if name not in timm.list_models():
         close = [m for m in timm.list_models("vit_*") if name.split("_")[0] in m][:5]
-        raise SpecError(f"unknown timm model {name!r}; plain ViT names look like {close}")
+        raise SpecError(
+            f"unknown timm model {name!r}; plain ViT names look like {close or PLAIN_VIT_NAMES}"
+        )
     with torch.device("meta"):
         model = timm.create_model(name, pretrained=False)
     if not isinstance(model, VisionTransformer):

@@ -20,25 +20,74 @@ def _read_arch(value: str) -> object:
     return value
 
 
+def _load_task_data(path: Path, spec: object) -> object:
+    """The user's labelled images (an .npz file or a ``<class>/<image>`` folder) at the
+    spec's image size and channels."""
+    from tal.specs import ViTSpec
+    from tal.tasks import load_image_folder, load_npz
+
+    if not isinstance(spec, ViTSpec):
+        raise ValueError("--task-data needs a ViT spec (family 'vit')")
+    load = load_image_folder if path.is_dir() else load_npz
+    return load(path, image_size=spec.img_size, in_chans=spec.in_chans)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tal import io, store
+    from tal.ancestry import NoAncestryError
     from tal.learngene import Learngene, UnknownTaskError, load_default
+    from tal.new_task import predict_for_task_data
     from tal.predict import blob_metadata
     from tal.specs import SpecError, parse_arch
+    from tal.training.config import TASK_EMBEDDING_EXAMPLES
 
+    if args.task and args.task_data:
+        print("error: give --task (a known task) or --task-data (new), not both", file=sys.stderr)
+        return 2
     try:
         spec = parse_arch(_read_arch(args.arch))  # type: ignore[arg-type]
+        data = _load_task_data(args.task_data, spec) if args.task_data else None
         if args.checkpoint:
             name, _, version = args.checkpoint.partition(":")
             learngene = Learngene.load(name, version or store.LATEST, args.store)
         else:
             learngene = load_default(args.store)
         start = time.perf_counter()
-        tensors = learngene.predict(spec, args.task, args.format, args.dtype, args.seed)
+        head_note = ""
+        if data is None:
+            tensors = learngene.predict(spec, args.task, args.format, args.dtype, args.seed)
+            task_label = args.task
+        else:
+            prediction = predict_for_task_data(
+                learngene,
+                spec,
+                data,  # type: ignore[arg-type]
+                args.format,
+                args.dtype,
+                args.seed,
+                TASK_EMBEDDING_EXAMPLES if args.task_examples is None else args.task_examples,
+                fit_head=not args.keep_predicted_head,
+            )
+            tensors, task_label = prediction.tensors, f"data:{args.task_data.name}"
+            if prediction.head_fit:
+                fit = prediction.head_fit
+                head_note = (
+                    f"; head fitted on {fit.examples} images "
+                    f"({100 * fit.support_accuracy:.1f}% right on them)"
+                )
         elapsed = time.perf_counter() - start
-        metadata = blob_metadata(spec, args.task, args.format, args.dtype, args.seed, learngene)
+        metadata = blob_metadata(spec, task_label, args.format, args.dtype, args.seed, learngene)
+        if data is not None:
+            metadata["tal.head"] = "predicted" if args.keep_predicted_head else "discriminant"
         io.save_file(tensors, args.out, metadata)
-    except (SpecError, UnknownTaskError, store.StoreError, ValueError) as exc:
+    except (
+        SpecError,
+        UnknownTaskError,
+        store.StoreError,
+        NoAncestryError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if learngene.name == "untrained":
@@ -49,7 +98,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out}: {len(tensors)} tensors, {spec.num_params():,} parameters, "
         f"{args.format}/{args.dtype}, model {learngene.model_version}, "
-        f"predicted in {elapsed * 1e3:.0f} ms"
+        f"predicted in {elapsed * 1e3:.0f} ms{head_note}"
     )
     return 0
 
@@ -60,6 +109,25 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--arch", required=True, help="spec JSON file, inline JSON, or a timm model name"
     )
     predict.add_argument("--task", default=None, help="task name known to the checkpoint")
+    predict.add_argument(
+        "--task-data",
+        type=Path,
+        default=None,
+        help="a new task's labelled images: an .npz (images, labels) or a <class>/<image> "
+        "folder; embeds the task and fits the classifier head on them (tal.new_task)",
+    )
+    predict.add_argument(
+        "--task-examples",
+        type=int,
+        default=None,
+        help="images of --task-data used, balanced over classes (default: as many as the "
+        "checkpoint's task embeddings used, tal.training.config.TASK_EMBEDDING_EXAMPLES)",
+    )
+    predict.add_argument(
+        "--keep-predicted-head",
+        action="store_true",
+        help="with --task-data: keep the predicted classifier head",
+    )
     predict.add_argument("--format", default="timm", choices=["timm", "hf"])
     predict.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     predict.add_argument("--seed", type=int, default=0)

@@ -3,12 +3,16 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from tal import io
 from tal.models import build_model
 from tal.specs import parse_arch
+from tal.tasks import load_npz
 
 
 def run_tal(*args, store):
@@ -104,3 +108,87 @@ def test_training_refuses_a_missing_ancestry_source(tmp_path, stage):
     assert result.returncode == 2
     assert "model 'tal-default' version '1999.01.01' not found" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+SHIPPED_STORE = Path(__file__).resolve().parents[2] / "model_store"
+NEW_TASK_CLASSES = 3
+NEW_TASK_SPEC = {
+    "family": "vit",
+    "depth": 2,
+    "embed_dim": 48,
+    "num_heads": 3,
+    "img_size": 32,
+    "patch_size": 8,
+    "in_chans": 1,
+    "num_classes": NEW_TASK_CLASSES,
+}
+
+
+def _template_images(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images ``(classes * per_class, 32, 32)``, sorted by class: a fixed random
+    template per class (the same for every seed) plus noise."""
+    templates = np.random.default_rng(0).uniform(0, 255, (NEW_TASK_CLASSES, 32, 32))
+    labels = np.repeat(np.arange(NEW_TASK_CLASSES), per_class)
+    noise = np.random.default_rng(seed).normal(0, 40, (len(labels), 32, 32))
+    return np.clip(templates[labels] + noise, 0, 255).astype(np.uint8), labels
+
+
+def test_predict_for_a_new_tasks_images_fits_a_head_that_classifies_them(tmp_path):
+    images, labels = _template_images(per_class=20, seed=1)
+    data = tmp_path / "shapes.npz"
+    np.savez(data, images=images, labels=labels)
+    fitted, kept = tmp_path / "fitted.safetensors", tmp_path / "kept.safetensors"
+    arch = json.dumps(NEW_TASK_SPEC)
+    common = ["predict", "--arch", arch, "--task-data", str(data), "--task-examples", "30"]
+    result = run_tal(*common, "--out", str(fitted), store=SHIPPED_STORE)
+    assert result.returncode == 0, result.stderr
+    assert "head fitted on 30 images" in result.stdout
+    keep = run_tal(*common, "--keep-predicted-head", "--out", str(kept), store=SHIPPED_STORE)
+    assert keep.returncode == 0, keep.stderr
+
+    tensors, metadata = io.load_state_dict(fitted)
+    predicted, kept_metadata = io.load_state_dict(kept)
+    assert (metadata["tal.task"], metadata["tal.head"]) == ('"data:shapes.npz"', "discriminant")
+    assert kept_metadata["tal.head"] == "predicted"
+    # the same task embedding and body; only the classifier head differs
+    assert {k for k in tensors if not torch.equal(tensors[k], predicted[k])} == {
+        "head.weight",
+        "head.bias",
+    }
+    spec = parse_arch(NEW_TASK_SPEC)
+    query_images, query_labels = _template_images(per_class=30, seed=2)
+    query = load_npz_arrays(tmp_path, query_images, query_labels, spec)
+    accuracies = {}
+    for name, state in (("fitted", tensors), ("predicted", predicted)):
+        model = build_model(spec, "timm").eval()
+        model.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            accuracies[name] = float((model(query.images).argmax(1) == query.labels).float().mean())
+    assert accuracies["fitted"] > 0.9 > accuracies["predicted"], accuracies
+
+
+def load_npz_arrays(folder: Path, images: np.ndarray, labels: np.ndarray, spec: object):
+    """Query images through the same loader as the CLI's (its own normalisation)."""
+    path = folder / "query.npz"
+    np.savez(path, images=images, labels=labels)
+    return load_npz(path, image_size=spec.img_size, in_chans=spec.in_chans)
+
+
+def test_predict_for_task_data_reports_bad_input(tmp_path):
+    images, labels = _template_images(per_class=4, seed=1)
+    data = tmp_path / "shapes.npz"
+    np.savez(data, images=images, labels=labels)
+    out = tmp_path / "w.safetensors"
+    arch = ["--arch", json.dumps(NEW_TASK_SPEC)]
+    wrong_classes = ["--arch", json.dumps({**NEW_TASK_SPEC, "num_classes": 5})]
+    cases = {
+        "set num_classes to 3": [*wrong_classes, "--task-data", str(data)],
+        "not both": [*arch, "--task", "x", "--task-data", str(data)],
+        "does not exist": [*arch, "--task-data", str(tmp_path / "missing.npz")],
+        # two images, balanced over classes: one of class 0, one of class 1
+        "none for classes [2]": [*arch, "--task-data", str(data), "--task-examples", "2"],
+    }
+    for message, args in cases.items():
+        result = run_tal("predict", *args, "--out", str(out), store=SHIPPED_STORE)
+        assert result.returncode == 2 and message in result.stderr, (message, result.stderr)
+    assert not out.exists()

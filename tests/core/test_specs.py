@@ -139,3 +139,8 @@ def test_param_count_allocates_nothing():
     huge = GPT2Spec(n_layer=96, n_embd=12288, n_head=96)  # GPT-3 sized: 175 B parameters
     before = torch.empty(0).new_zeros(1)  # noqa: F841 - just ensure torch is initialised
     assert huge.num_params() > 170_000_000_000
+
+
+def test_an_unknown_timm_name_with_no_close_match_still_names_plain_vits():
+    with pytest.raises(SpecError, match=r"plain ViT names look like \['vit_tiny_patch16_224'"):
+        parse_arch("gpt2")
