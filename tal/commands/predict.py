@@ -71,9 +71,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             tensors, task_label = prediction.tensors, f"data:{args.task_data.name}"
             if prediction.head_fit:
                 fit = prediction.head_fit
-                head_note = (
-                    f"; head fitted on {fit.examples} images "
-                    f"({100 * fit.support_accuracy:.1f}% right on them)"
+                head_note = f"; head fitted on {fit.examples} images (" + (
+                    f"{100 * fit.cross_validated_accuracy:.1f}% right out of fold, "
+                    f"{fit.folds} folds; scale {fit.scale:.2f})"
+                    if fit.folds
+                    else "too few per class to cross-validate)"
                 )
         elapsed = time.perf_counter() - start
         metadata = blob_metadata(spec, task_label, args.format, args.dtype, args.seed, learngene)

@@ -272,7 +272,8 @@ def _unseen_task_lines(results: dict[str, Any], derived: dict[str, Any]) -> list
         "of its training images."
         + (
             f" Its classifier head is the discriminant head fitted on the features of the same "
-            f"{examples} images (`tal.discriminant_head`: shrinkage LDA, no gradient step), for "
+            f"{examples} images (`tal.discriminant_head`: shrinkage LDA, scaled to its "
+            "out-of-fold confidence; no gradient step), for "
             "every method untrained and for every method but random init fine-tuned; the "
             "predicted head's untrained accuracy (timm's default head for random) is beside it."
             if discriminant

@@ -1,8 +1,11 @@
 """The discriminant head: fitted on a real timm or transformers model's features, written into
 its linear head so the model itself classifies as the fitted LDA does."""
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tal.discriminant_head import fit_discriminant_head
@@ -111,3 +114,35 @@ def test_full_shrinkage_is_the_nearest_class_mean_classifier():
     assert torch.equal(predicted, nearest)
     errors = int((nearest != query_labels).sum())
     assert 0 < errors < len(query_labels) / 2  # mostly right, yet not trivially
+
+
+def test_a_head_that_cannot_generalise_is_scaled_towards_uniform():
+    """Noise images with random labels: LDA separates its own examples, but out of fold it is
+    at chance, so the written head is shrunk and new images get about the uniform loss."""
+    classes = 6
+    generator = torch.Generator().manual_seed(5)
+    images = torch.randn(120, *IMAGE_SHAPE, generator=generator)
+    labels = torch.arange(classes).repeat(20)
+    fresh = torch.randn(300, *IMAGE_SHAPE, generator=generator)
+    fresh_labels = torch.randint(0, classes, (300,), generator=generator)
+    torch.manual_seed(0)
+    model = build_model(_spec(classes), "timm")
+
+    fit = fit_discriminant_head(model, images, labels)
+
+    assert fit.folds == 5
+    assert fit.support_accuracy > 0.5 > fit.cross_validated_accuracy
+    assert fit.scale < 0.5
+    model.eval()
+    with torch.no_grad():
+        loss = F.cross_entropy(model(fresh), fresh_labels).item()
+    assert loss < math.log(classes) + 0.1
+
+
+def test_one_example_of_a_class_leaves_nothing_to_calibrate_on():
+    classes = 3
+    images, labels, _ = _class_images(classes, per_class=4, seed=6)
+    keep = torch.cat([torch.tensor([0]), (labels > 0).nonzero().squeeze(1)])  # class 0 once
+    model = build_model(_spec(classes), "timm")
+    fit = fit_discriminant_head(model, images[keep], labels[keep])
+    assert (fit.folds, fit.scale) == (0, 1.0) and math.isnan(fit.cross_validated_accuracy)
