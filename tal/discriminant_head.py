@@ -33,6 +33,7 @@ from tal.head_calibration import classifier_head, fit_scale, head_features
 
 BINARY = 2  # scikit-learn returns one decision row for two classes
 CALIBRATION_FOLDS = 5  # at most; fewer when a class has fewer examples
+MISSING_CLASSES_NAMED = 10  # an error lists at most this many classes without an example
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,10 @@ class DiscriminantHeadFit:
     scale: float  # in [0, 1], applied to the fitted weight and bias
 
 
-def _decision_columns(decisions: np.ndarray) -> np.ndarray:
-    """scikit-learn's decision values ``(N,)`` (two classes) or ``(N, C)`` as ``(N, C)``."""
-    if decisions.ndim == 1:
-        return np.stack([np.zeros_like(decisions), decisions], axis=1)
-    return decisions
+def _one_row_per_class(values: np.ndarray) -> np.ndarray:
+    """scikit-learn's per-class values ``(C, ...)``, which for two classes are the log-odds of
+    class 1 alone ``(1, ...)``: then class 0 at zero and class 1 at them, ``(2, ...)``."""
+    return np.concatenate([np.zeros_like(values), values]) if len(values) == 1 else values
 
 
 def _out_of_fold_scale(
@@ -66,22 +66,13 @@ def _out_of_fold_scale(
     if folds < BINARY:
         return 0, math.nan, 1.0
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    decisions = _decision_columns(
-        cross_val_predict(clone(lda), features, labels, cv=splitter, method="decision_function")
-    )
-    logits, targets = torch.from_numpy(decisions).float(), torch.from_numpy(labels)
+    decisions = cross_val_predict(
+        clone(lda), features, labels, cv=splitter, method="decision_function"
+    )  # (N, C), or (N,) for two classes
+    per_class = _one_row_per_class(np.atleast_2d(decisions.T))  # (C, N)
+    logits, targets = torch.from_numpy(per_class.T).float(), torch.from_numpy(labels)
     accuracy = float((logits.argmax(1) == targets).float().mean())
     return folds, accuracy, fit_scale(logits, targets).scale
-
-
-def _linear_rows(coef: torch.Tensor, intercept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's decision function as one row per class: ``(C, D)``, ``(C,)``. For two
-    classes it is the log-odds of class 1 alone, i.e. class 0 at zero and class 1 at it."""
-    if coef.shape[0] == 1:
-        return torch.cat([torch.zeros_like(coef), coef]), torch.cat(
-            [torch.zeros_like(intercept), intercept]
-        )
-    return coef, intercept
 
 
 @torch.no_grad()
@@ -117,8 +108,9 @@ def fit_discriminant_head(
     missing = sorted(set(range(classes)) - set(labels.tolist()))
     if missing:
         raise ValueError(
-            f"every class needs at least one example; none for classes {missing[:10]}"
-            + (" ..." if len(missing) > 10 else "")
+            "every class needs at least one example; none for classes "
+            f"{missing[:MISSING_CLASSES_NAMED]}"
+            + (" ..." if len(missing) > MISSING_CLASSES_NAMED else "")
         )
     features = head_features(model, head, images).double().numpy()
     targets = labels.numpy()
@@ -127,7 +119,8 @@ def fit_discriminant_head(
     )
     folds, cross_validated, scale = _out_of_fold_scale(features, targets, lda)
     lda.fit(features, targets)
-    weight, bias = _linear_rows(torch.from_numpy(lda.coef_), torch.from_numpy(lda.intercept_))
+    weight = torch.from_numpy(_one_row_per_class(lda.coef_))  # (C, D)
+    bias = torch.from_numpy(_one_row_per_class(lda.intercept_))  # (C,)
     head.weight.copy_((scale * weight).to(head.weight.dtype))
     head.bias.copy_((scale * bias).to(head.bias.dtype))
     return DiscriminantHeadFit(

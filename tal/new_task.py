@@ -39,8 +39,9 @@ def balanced_support(labels: torch.Tensor, count: int) -> torch.Tensor:
     for label in labels.unique():
         members = (labels == label).nonzero().squeeze(1)
         rank_in_class[members] = torch.arange(len(members))
-    order = sorted(range(len(labels)), key=lambda i: (int(rank_in_class[i]), int(labels[i])))
-    return torch.tensor(order[:count], dtype=torch.long)
+    # rank first, then label: the first example of every class, then the second, ...
+    order = torch.argsort(rank_in_class * (int(labels.max()) + 1) + labels, stable=True)
+    return order[:count]
 
 
 def predict_for_task_data(
