@@ -19,6 +19,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         "ancestry_run": args.ancestry_run,
         "output_dir": args.output_dir,
         "epochs": args.epochs,
+        "recipe_warmup_epochs": args.warmup_epochs,
         "stage1_steps": args.stage1_steps,
         "stage2_steps": args.stage2_steps,
         "methods": tuple(args.methods) if args.methods else None,
@@ -91,6 +92,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--output-dir", type=Path, default=None)
     evaluate.add_argument("--epochs", type=int, default=None)
+    evaluate.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=None,
+        help="fine-tuning's linear learning-rate warm-up, in epochs (config recipe_warmup_epochs)",
+    )
     evaluate.add_argument("--stage1-steps", type=int, default=None)
     evaluate.add_argument("--stage2-steps", type=int, default=None)
     evaluate.add_argument(

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tal.evaluation.finetune import FinetuneRecipe
 from tal.training.config import (
@@ -57,6 +57,13 @@ class EvalConfig(BaseModel):
     )
     seeds: tuple[int, ...] = (0, 1, 2)
     recipe_lr: float = 5e-4
+    recipe_warmup_epochs: int = Field(
+        1,
+        ge=0,
+        description="fine-tuning's learning rate rises linearly over these first epochs, then "
+        "follows the cosine (tal.evaluation.finetune.warmup_cosine_schedule); 0: cosine from "
+        "the first step, as before 2026-12-03",
+    )
     calibrate_head: bool = Field(
         True,
         description="before fine-tuning, scale each predicted classifier head by the factor in "
@@ -75,11 +82,21 @@ class EvalConfig(BaseModel):
         "method but random init, which starts from timm's default as it is",
     )
 
+    @model_validator(mode="after")
+    def _warmup_leaves_epochs(self) -> EvalConfig:
+        if self.recipe_warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"recipe_warmup_epochs ({self.recipe_warmup_epochs}) must be below epochs "
+                f"({self.epochs}): lower it or fine-tune for more epochs"
+            )
+        return self
+
     @property
     def recipe(self) -> FinetuneRecipe:
         return FinetuneRecipe(
             epochs=self.epochs,
             lr=self.recipe_lr,
+            warmup_epochs=self.recipe_warmup_epochs,
             calibrate_head=self.calibrate_head,
             calibration_examples=self.calibration_examples,
         )

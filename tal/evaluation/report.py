@@ -255,6 +255,14 @@ def _environment_lines(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _schedule(recipe: dict[str, Any]) -> str:
+    """The learning-rate schedule in words (no warm-up in results written before 2026-12-03)."""
+    warmup = recipe.get("warmup_epochs", 0)
+    if not warmup:
+        return "cosine"
+    return f"linear warm-up over the first {warmup} epoch{'s' if warmup > 1 else ''}, then cosine"
+
+
 def _fitted_unseen_head(derived: dict[str, Any]) -> bool:
     """Whether the run fitted the unseen task's discriminant head (config ``unseen_head``)."""
     return any("untrained_predicted_head" in row for row in derived["unseen_task"].values())
@@ -426,7 +434,7 @@ def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> No
         "## 2-3. Fine-tuning (architecture `medium`)",
         "",
         f"Recipe: AdamW lr {recipe['lr']}, weight decay {recipe['weight_decay']}, "
-        f"batch {recipe['batch_size']}, {recipe['epochs']} epochs, cosine; "
+        f"batch {recipe['batch_size']}, {recipe['epochs']} epochs, {_schedule(recipe)}; "
         f"seeds {results['config']['seeds']}."
         + (
             " Every predicted classifier head is first scaled by the factor in [0, 1] that "

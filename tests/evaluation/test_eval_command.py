@@ -113,6 +113,7 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
                     else:
                         assert fitted is None
     assert set(results["derived"]["paired_tests"]) == methods - {"tal"}
+    assert results["finetune"]["recipe"]["warmup_epochs"] == 1
     unseen = results["derived"]["unseen_task"]
     assert set(unseen) == methods and all("first_epoch" in row for row in unseen.values())
     markdown = (docs / "results.md").read_text()
@@ -123,6 +124,7 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
         "Head calibration before epoch 1",
         "## 4. The unseen task (`glyphs_greek`)",
         "untrained, head as predicted",
+        "linear warm-up over the first 1 epoch, then cosine",  # quick: 2 epochs, 1 warming up
         "## 5. Cost",
         "## 6. Ancestry",
     ):
