@@ -22,7 +22,7 @@ import torch
 from tal.discriminant_head import fit_discriminant_head
 from tal.evaluation.config import RANDOM_INIT, EvalConfig
 from tal.evaluation.finetune import finetune
-from tal.evaluation.runner import eval_architectures, initial_model
+from tal.evaluation.runner import eval_architectures, initial_model, unseen_task_support
 from tal.learngene import Learngene
 from tal.tasks import held_out_task, load_task
 
@@ -44,12 +44,12 @@ def main() -> None:
     name, version = args.learngene.split(":")
     learngene = Learngene.load(name, version, device="cpu")
     train = load_task(args.task, "train", limit=config.finetune_examples)
-    support = load_task(args.task, "train", limit=config.calibration_examples)
     evaluation = load_task(args.task, args.split, limit=args.eval_examples)
     spec = eval_architectures(config)["medium"].model_copy(
         update={"num_classes": train.num_classes}
     )
-    fit_head = args.task == held_out_task().name and config.unseen_head == "discriminant"
+    # the held-out task's discriminant-head images, as tal eval takes them (None: predicted head)
+    support = unseen_task_support(config) if args.task == held_out_task().name else None
     print(
         f"{args.task}: {len(train.labels)} training images, {config.epochs} epochs, "
         f"{args.split} accuracy % per epoch"
@@ -60,7 +60,7 @@ def main() -> None:
             finals = []
             for seed in config.seeds:
                 model = initial_model(source, spec, args.task, seed)
-                if fit_head and source is not None:
+                if support is not None and source is not None:
                     fit_discriminant_head(model, support.images, support.labels)
                 accuracies = finetune(model, train, evaluation, recipe, seed).test_accuracy
                 finals.append(accuracies[-1])

@@ -63,9 +63,7 @@ def warmup_cosine_schedule(
         raise ValueError(
             f"warm-up must leave steps to anneal: {warmup_steps} of {total_steps} steps"
         )
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, total_steps - warmup_steps)
-    )
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps - warmup_steps)
     if warmup_steps == 0:
         return cosine
     warmup = torch.optim.lr_scheduler.LinearLR(
