@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,19 +15,30 @@ from service.cache.keys import BlobKey, blob_etag, task_hash
 from service.cache.memory import CacheEntry
 from service.cache.singleflight import SingleFlight
 from service.cache.tiered import TieredCache
-from service.core.budget import BudgetExhausted, InflightBudget, estimate_bytes
+from service.core.budget import FITTING_DTYPE, BudgetExhausted, InflightBudget, estimate_bytes
 from service.core.config import Settings
 from service.core.errors import InvalidInput, TooLarge, Unavailable
 from service.core.logging import LOGGER, RateLimitedLog
-from service.core.metrics import PREDICTION_DURATION, SERIALIZATION_DURATION
+from service.core.metrics import HEAD_FIT_DURATION, PREDICTION_DURATION, SERIALIZATION_DURATION
+from service.tasks import ResolvedTask
 from tal import __version__ as tal_version
 from tal import io
 from tal.formats import check_format
-from tal.learngene import Learngene, code_version
+from tal.learngene import Learngene, code_version, parse_dtype
+from tal.new_task import (
+    HEAD_DISCRIMINANT,
+    HEAD_METADATA_KEY,
+    HEAD_PREDICTED,
+    INPUT_NORM_METADATA_KEY,
+    fit_head_to_support,
+    norm_metadata,
+)
 from tal.predict import blob_metadata
 from tal.specs import GPT2Spec, SpecError, ViTSpec, parse_arch
+from tal.tasks import TaskData
 
 Spec = ViTSpec | GPT2Spec
+SupportLoader = Callable[[], Awaitable[TaskData]]
 
 
 @dataclass(frozen=True)
@@ -39,10 +51,15 @@ class BlobRequest:
     format: str
     dtype: str
     seed: int
+    head: str = HEAD_PREDICTED  # or HEAD_DISCRIMINANT: fitted to the task's images
 
     @property
     def family(self) -> str:
         return self.spec.family
+
+    @property
+    def fits_head(self) -> bool:
+        return self.head == HEAD_DISCRIMINANT
 
 
 def validate_request(
@@ -71,26 +88,48 @@ def validate_request(
 
 
 def predict_blob(
-    learngene: Learngene, request: BlobRequest, embedding: torch.Tensor | None, key: str
+    learngene: Learngene,
+    request: BlobRequest,
+    embedding: torch.Tensor | None,
+    key: str,
+    support: TaskData | None = None,
 ) -> CacheEntry:
     """Predicts and serialises one blob, tagged for cache key ``key`` (blocking: run it in a
     thread).
 
-    ``embedding`` is the task's ``(task_dim,)`` vector or None (unconditioned).
+    ``embedding`` is the task's ``(task_dim,)`` vector or None (unconditioned); ``support``,
+    the task's labelled images, when the request fits a discriminant head to them.
     """
     start = time.perf_counter()
     tensors = learngene.predict(
         request.spec,
         embedding,
-        request.format,
-        request.dtype,
-        request.seed,  # type: ignore[arg-type]
+        request.format,  # type: ignore[arg-type]
+        FITTING_DTYPE if support is not None else request.dtype,
+        request.seed,
     )
     predicted = time.perf_counter()
-    tensors = _to_cpu(tensors)
     metadata = blob_metadata(
         request.spec, request.task, request.format, request.dtype, request.seed, learngene
     )
+    metadata[HEAD_METADATA_KEY] = request.head
+    if support is None:
+        tensors = _to_cpu(tensors)
+    else:
+        assert isinstance(request.spec, ViTSpec)  # choose_head fits heads to ViTs only
+        tensors, _, norm = fit_head_to_support(
+            request.spec,
+            tensors,
+            support,
+            request.format,  # type: ignore[arg-type]
+            learngene.hypernet.device,
+        )
+        target = parse_dtype(request.dtype)
+        tensors = {name: value.to(target).contiguous() for name, value in tensors.items()}
+        metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(norm)
+        fitted = time.perf_counter()
+        HEAD_FIT_DURATION.labels(request.family).observe(fitted - predicted)
+        predicted = fitted
     blob = io.to_bytes(tensors, metadata)
     del tensors
     entry = CacheEntry(blob_etag(key, _producer(learngene)), blob)
@@ -135,39 +174,60 @@ class Predictor:
         self.slots = asyncio.Semaphore(settings.max_concurrent_predictions)
         _code_version()  # runs `git` once at start-up, not in the first request's prediction
 
-    def key(self, model_version: str, request: BlobRequest, embedding: torch.Tensor | None) -> str:
+    def key(self, model_version: str, request: BlobRequest, task: ResolvedTask) -> str:
+        head = request.head
+        if request.fits_head:
+            assert task.support is not None  # choose_head fits heads to tasks with images
+            head = f"{head}:{task.support.digest}"
         return BlobKey(
             model_version,
             request.spec.spec_hash(),
-            task_hash(embedding),
+            task_hash(task.embedding),
             request.format,
             request.dtype,
             request.seed,
+            head,
         ).digest()
 
     async def get(
-        self, key: str, learngene: Learngene, request: BlobRequest, embedding: torch.Tensor | None
+        self,
+        key: str,
+        learngene: Learngene,
+        request: BlobRequest,
+        embedding: torch.Tensor | None,
+        load_support: SupportLoader | None = None,
     ) -> tuple[CacheEntry, str | None]:
-        """``(entry, tier)``: tier is ``"memory"`` / ``"redis"`` for hits, None for misses."""
+        """``(entry, tier)``: tier is ``"memory"`` / ``"redis"`` for hits, None for misses.
+        ``load_support`` reads the task's images, on a miss that fits a head."""
         entry, tier = await self.cache.get(key)
         if entry is not None:
             return entry, tier
         entry, _ = await self.flight.run(
-            key, lambda: self._compute(key, learngene, request, embedding)
+            key, lambda: self._compute(key, learngene, request, embedding, load_support)
         )
         return entry, None
 
     async def _compute(
-        self, key: str, learngene: Learngene, request: BlobRequest, embedding: torch.Tensor | None
+        self,
+        key: str,
+        learngene: Learngene,
+        request: BlobRequest,
+        embedding: torch.Tensor | None,
+        load_support: SupportLoader | None,
     ) -> CacheEntry:
         cached = self.cache.memory.get(key)
         if cached is not None:  # a computation finished while this request awaited Redis
             return cached
+        support = await load_support() if load_support is not None else None
         retry_after = self.settings.retry_after_seconds
         try:
-            reservation = self.budget.reserve(estimate_bytes(request.num_params, request.dtype))
+            reservation = self.budget.reserve(
+                estimate_bytes(request.num_params, request.dtype, support is not None)
+            )
             async with reservation, self.slots:
-                entry = await run_in_threadpool(predict_blob, learngene, request, embedding, key)
+                entry = await run_in_threadpool(
+                    predict_blob, learngene, request, embedding, key, support
+                )
         except BudgetExhausted as exc:
             raise Unavailable(
                 "server busy: the in-flight memory budget is full; retry shortly", retry_after

@@ -41,6 +41,13 @@ class InitializeRequest(BaseModel):
         description="seed of the full-rank residual, for checkpoints whose decoder has one (the "
         "shipped tal-default since 2026.11.28.1 has none: every seed gives the same weights)",
     )
+    head: Literal["auto", "predicted", "discriminant"] = Field(
+        "auto",
+        description="the classifier head: 'discriminant' fits it to the labelled images of a "
+        "task registered from an .npz (closed form; the blob's tal.input_norm says how to "
+        "normalise inputs for it), 'predicted' keeps the hypernetwork's, 'auto' fits one "
+        "where the task has images and the arch is a ViT with the task's num_classes",
+    )
 
 
 class TaskVector(BaseModel):
@@ -71,6 +78,11 @@ class TaskRegistered(BaseModel):
     hash: str
     shared: bool = Field(description="stored in Redis, so every replica sees it")
     model_version: str
+    support_images: int = Field(
+        0, description="labelled images kept to fit heads to (0: heads stay predicted)"
+    )
+    classes: int | None = Field(None, description="classes of the uploaded labels")
+    note: str | None = Field(None, description="why no images were kept, when none were")
 
 
 class ReloadRequest(BaseModel):

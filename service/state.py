@@ -44,7 +44,7 @@ class ServiceState:
         return cls(
             settings=settings,
             models=ModelManager(settings),
-            tasks=TaskRegistry(settings.model_name, redis),
+            tasks=TaskRegistry(settings.model_name, redis, settings.max_local_task_supports),
             cache=cache,
             predictor=Predictor(settings, cache, log),
             redis=redis,

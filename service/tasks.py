@@ -3,21 +3,44 @@
 Registered tasks are kept in this process and, when Redis is configured, in a Redis hash per
 model name, so every replica sees them: a replica looks a registered task up in Redis on each
 use (a few hundred bytes), falling back to its own copy when Redis is unavailable.
+
+A task registered from labelled images also keeps those images (its *support*, at most
+``task_support_images`` of them, a few MB) so that heads can be fitted to it
+(``tal.new_task.fit_head_to_support``). Each use reads only the support's reference (its hash
+and class count); the images themselves are read on a cache miss that fits a head, and kept in
+memory for the ``max_local_task_supports`` most recently used tasks.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from service.cache.keys import task_hash
 from service.cache.redis_tier import RedisTier
-from service.core.errors import Conflict, InvalidInput
+from service.core.errors import Conflict, InvalidInput, TooLarge, Unavailable
 from tal.learngene import Learngene, UnknownTaskError
+from tal.new_task import (
+    HEAD_DISCRIMINANT,
+    HEAD_PREDICTED,
+    head_fit_gflop,
+    support_from_bytes,
+    support_to_bytes,
+)
+from tal.specs import GPT2Spec, ViTSpec
+from tal.tasks import TaskData
 
 EMBEDDING_DTYPE = np.float32
 SOURCE_CHECKPOINT = "checkpoint"
 SOURCE_REGISTERED = "registered"
+SUPPORT_DIGEST_HEX_CHARS = 16
+REFERENCE_SEPARATOR = ":"
+HEAD_AUTO = "auto"  # a discriminant head where the task has images for one
+RETRY_SUPPORT_SECONDS = 1
 
 
 def _decode(data: bytes, task_dim: int) -> torch.Tensor | None:
@@ -31,13 +54,105 @@ def _encode(embedding: torch.Tensor) -> bytes:
     return embedding.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
 
 
-class TaskRegistry:
-    """Resolves task names to embeddings ``(task_dim,)`` for the serving learngene."""
+@dataclass(frozen=True)
+class SupportRef:
+    """Which labelled images a registered task keeps, without the images."""
 
-    def __init__(self, model_name: str, redis: RedisTier | None) -> None:
+    digest: str  # of the support blob
+    classes: int
+    examples: int
+
+    def encode(self) -> bytes:
+        fields = (self.digest, str(self.classes), str(self.examples))
+        return REFERENCE_SEPARATOR.join(fields).encode("ascii")
+
+    @classmethod
+    def decode(cls, data: bytes) -> SupportRef | None:
+        """None for anything this version did not write."""
+        try:
+            digest, classes, examples = data.decode("ascii").split(REFERENCE_SEPARATOR)
+            return cls(digest, int(classes), int(examples))
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+    @classmethod
+    def of(cls, blob: bytes, support: TaskData) -> SupportRef:
+        digest = hashlib.sha256(blob).hexdigest()[:SUPPORT_DIGEST_HEX_CHARS]
+        return cls(digest, support.num_classes, len(support.labels))
+
+
+@dataclass(frozen=True)
+class ResolvedTask:
+    """A task as one request uses it: its embedding ``(task_dim,)`` (None = unconditioned)
+    and, for a task registered from labelled images, the reference of those images."""
+
+    embedding: torch.Tensor | None
+    support: SupportRef | None = None
+
+
+def choose_head(
+    requested: str,
+    task: str | None,
+    spec: ViTSpec | GPT2Spec,
+    support: SupportRef | None,
+    max_gflop: float,
+) -> str:
+    """The classifier head a request gets: ``"discriminant"`` (fitted to the task's images)
+    or ``"predicted"``. ``"auto"`` fits one when the task has images, the arch is a ViT with
+    the task's ``num_classes`` and the forward pass over the images is at most ``max_gflop``
+    (:func:`tal.new_task.head_fit_gflop`); ``"discriminant"`` asks for one and raises
+    InvalidInput (422) or TooLarge (413) saying why it cannot be had."""
+    if requested == HEAD_PREDICTED:
+        return HEAD_PREDICTED
+    reason = _cannot_fit(task, spec, support)
+    if reason is not None:
+        if requested == HEAD_AUTO:
+            return HEAD_PREDICTED
+        raise InvalidInput(reason)
+    assert support is not None and isinstance(spec, ViTSpec)  # _cannot_fit checked both
+    cost = head_fit_gflop(spec, support.examples)
+    if cost <= max_gflop:
+        return HEAD_DISCRIMINANT
+    if requested == HEAD_AUTO:
+        return HEAD_PREDICTED
+    raise TooLarge(
+        f"head: fitting it runs this arch over the task's {support.examples} images, about "
+        f"{cost:,.0f} GFLOP, above this server's limit of {max_gflop:,.0f} "
+        "(TAL_MAX_HEAD_FIT_GFLOP); ask for head 'predicted' and fit it with "
+        "tal.discriminant_head.fit_discriminant_head, or use a smaller arch"
+    )
+
+
+def _cannot_fit(
+    task: str | None, spec: ViTSpec | GPT2Spec, support: SupportRef | None
+) -> str | None:
+    """Why no head can be fitted for this task and arch (a 422 message), or None."""
+    if support is None:
+        return (
+            f"head: 'discriminant' needs a task registered from labelled images (POST "
+            f"/v1/tasks with an .npz upload); task {task!r} has none. Use head 'predicted'"
+        )
+    if not isinstance(spec, ViTSpec):
+        return "head: 'discriminant' needs a ViT arch (family 'vit')"
+    if spec.num_classes != support.classes:
+        return (
+            f"arch: num_classes is {spec.num_classes} but task {task!r} has {support.classes} "
+            f"classes; set num_classes to {support.classes} or ask for head 'predicted'"
+        )
+    return None
+
+
+class TaskRegistry:
+    """Resolves task names to embeddings ``(task_dim,)`` and support images for the serving
+    learngene."""
+
+    def __init__(self, model_name: str, redis: RedisTier | None, max_supports: int) -> None:
         self.model_name = model_name
         self.redis = redis
+        self.max_supports = max_supports
         self.local: dict[str, torch.Tensor] = {}
+        self.local_refs: dict[str, SupportRef] = {}
+        self.supports: OrderedDict[str, TaskData] = OrderedDict()  # by support digest, LRU
 
     async def _registered(self, task_dim: int) -> dict[str, torch.Tensor]:
         """Registered tasks of the right width: Redis merged over the local copies."""
@@ -50,23 +165,68 @@ class TaskRegistry:
                     tasks[name] = self.local[name] = embedding
         return tasks
 
-    async def resolve(self, name: str | None, learngene: Learngene) -> torch.Tensor | None:
-        """The embedding of ``name`` (None = unconditioned); raises UnknownTaskError."""
+    async def resolve(self, name: str | None, learngene: Learngene) -> ResolvedTask:
+        """The embedding of ``name`` and its support reference; raises UnknownTaskError."""
         if name is None:
-            return None
+            return ResolvedTask(None)
         if name in learngene.tasks:
-            return learngene.tasks[name]
+            return ResolvedTask(learngene.tasks[name])
         task_dim = learngene.hypernet.config.encoder.task_dim
         if self.redis is not None:
-            data = await self.redis.get_task(self.model_name, name)
+            data, reference = await self.redis.get_task(self.model_name, name)
             embedding = _decode(data, task_dim) if data else None
             if embedding is not None:
                 self.local[name] = embedding
+                support = SupportRef.decode(reference) if reference else None
+                self._set_ref(name, support)
         embedding = self.local.get(name)
         if embedding is None or embedding.shape != (task_dim,):
             known = sorted({*learngene.tasks, *await self._registered(task_dim)})
             raise UnknownTaskError(name, known)
-        return embedding.to(learngene.hypernet.device)
+        return ResolvedTask(embedding.to(learngene.hypernet.device), self.local_refs.get(name))
+
+    def _set_ref(self, name: str, support: SupportRef | None) -> None:
+        if support is None:
+            self.local_refs.pop(name, None)
+        else:
+            self.local_refs[name] = support
+
+    def _keep(self, digest: str, support: TaskData) -> None:
+        self.supports[digest] = support
+        self.supports.move_to_end(digest)
+        while len(self.supports) > self.max_supports:
+            self.supports.popitem(last=False)
+
+    async def support_images(self, name: str, reference: SupportRef) -> TaskData:
+        """The labelled images behind ``reference`` (from memory or Redis).
+
+        Raises Unavailable (503) when they are gone or were replaced since the reference was
+        read (the task was re-registered meanwhile): a retry reads the new ones.
+        """
+        support = self.supports.get(reference.digest)
+        if support is not None:
+            self.supports.move_to_end(reference.digest)
+            return support
+        if self.redis is None:
+            raise Conflict(
+                f"task {name!r}: its images were dropped from this process's memory (over "
+                "max_local_task_supports tasks registered, and no Redis to keep them); register "
+                "it again, or ask for head 'predicted'"
+            )
+        blob = await self.redis.get_support(self.model_name, name)
+        if blob is not None:
+            try:
+                support = support_from_bytes(blob)
+            except ValueError:
+                support = None
+            if support is not None and SupportRef.of(blob, support) == reference:
+                self._keep(reference.digest, support)
+                return support
+        raise Unavailable(
+            f"task {name!r}: its images cannot be read now (the task was re-registered "
+            "meanwhile, or Redis is unreachable); retry, or ask for head 'predicted'",
+            RETRY_SUPPORT_SECONDS,
+        )
 
     async def list(self, learngene: Learngene) -> list[dict[str, str]]:
         task_dim = learngene.hypernet.config.encoder.task_dim
@@ -83,9 +243,14 @@ class TaskRegistry:
         return sorted(rows, key=lambda row: row["name"])
 
     async def register(
-        self, name: str, embedding: torch.Tensor, learngene: Learngene
+        self,
+        name: str,
+        embedding: torch.Tensor,
+        learngene: Learngene,
+        support: TaskData | None = None,
     ) -> tuple[str, bool]:
-        """Stores ``embedding`` ``(task_dim,)`` under ``name``; returns (hash, shared in Redis)."""
+        """Stores ``embedding`` ``(task_dim,)`` under ``name``, with the labelled images heads
+        are fitted to (or none, removing earlier ones); returns (hash, shared in Redis)."""
         if name in learngene.tasks:
             raise Conflict(
                 f"task {name!r} is part of checkpoint {learngene.model_version} and cannot be "
@@ -100,8 +265,16 @@ class TaskRegistry:
             )
         if not torch.isfinite(embedding).all():
             raise InvalidInput("embedding: contains NaN or infinite values")
+        stored = None
+        reference = None
+        if support is not None:
+            blob = support_to_bytes(support)
+            reference = SupportRef.of(blob, support)
+            stored = (reference.encode(), blob)
+            self._keep(reference.digest, support)
         self.local[name] = embedding
+        self._set_ref(name, reference)
         shared = False
         if self.redis is not None:
-            shared = await self.redis.put_task(self.model_name, name, _encode(embedding))
+            shared = await self.redis.put_task(self.model_name, name, _encode(embedding), stored)
         return task_hash(embedding), shared

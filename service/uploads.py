@@ -7,11 +7,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import torch
-
 from service.core.errors import InvalidInput, TooLarge
 from tal.specs import ViTSpec
-from tal.tasks import load_npz
+from tal.tasks import TaskData, load_npz
 
 NPZ_SUFFIX = ".npz"
 
@@ -27,9 +25,10 @@ def check_unpacked_size(data: bytes, limit: int) -> None:
         raise TooLarge(f"file: arrays unpack to {unpacked:,} bytes; the limit is {limit:,}")
 
 
-def images_from_npz(data: bytes, spec: ViTSpec, max_unpacked: int, max_images: int) -> torch.Tensor:
-    """``.npz`` bytes -> ``(N, spec.in_chans, spec.img_size, spec.img_size)`` float32 images,
-    validated by :func:`tal.tasks.load_npz`; at most ``max_images`` are kept. Blocking."""
+def task_data_from_npz(data: bytes, spec: ViTSpec, max_unpacked: int, max_images: int) -> TaskData:
+    """``.npz`` bytes -> images ``(N, spec.in_chans, spec.img_size, spec.img_size)`` float32
+    and labels ``(N,)``, validated by :func:`tal.tasks.load_npz`; at most the first
+    ``max_images`` are read. Blocking."""
     check_unpacked_size(data, max_unpacked)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"upload{NPZ_SUFFIX}"
@@ -40,4 +39,4 @@ def images_from_npz(data: bytes, spec: ViTSpec, max_unpacked: int, max_images: i
             )
         except Exception as exc:  # any unreadable upload is the client's input: 422, never 500
             raise InvalidInput(f"file: {str(exc).replace(str(path), 'the upload')}") from exc
-    return task.images
+    return task

@@ -39,6 +39,7 @@ STREAM_CHUNK_BYTES = 1 << 20
 CACHE_KEY_HEX_CHARS = 32
 NOT_MODIFIED = 304
 BLOB_SUFFIX = ".safetensors"
+HEAD_AUTO = "auto"  # POST /v1/initialize's default head
 ETAG_SUFFIX = ".etag"
 RETRYABLE_ERRORS = (httpx.TransportError,)
 
@@ -70,12 +71,17 @@ class RetryPolicy:
 
 
 def initialize_body(
-    arch: object, task: str | None, format: str, dtype: str, seed: int
+    arch: object, task: str | None, format: str, dtype: str, seed: int, head: str = HEAD_AUTO
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/initialize`` (``arch``: spec dict, timm name or HF config)."""
+    """The JSON body of ``POST /v1/initialize`` (``arch``: spec dict, timm name or HF config).
+    ``head`` is sent only when it is not the server's default, so servers that predate it
+    still answer."""
     if hasattr(arch, "model_dump"):
         arch = arch.model_dump(mode="json")  # a tal.specs spec object
-    return {"arch": arch, "task": task, "format": format, "dtype": dtype, "seed": seed}
+    body = {"arch": arch, "task": task, "format": format, "dtype": dtype, "seed": seed}
+    if head != HEAD_AUTO:
+        body["head"] = head
+    return body
 
 
 def _error(response: httpx.Response) -> TALError:
@@ -242,9 +248,11 @@ class TALClient(_Common):
         dtype: str = "float32",
         seed: int = 0,
         out: str | Path | None = None,
+        head: str = HEAD_AUTO,
     ) -> bytes | Path:
-        """The blob (bytes), or the path ``out`` it was streamed to."""
-        body = initialize_body(arch, task, format, dtype, seed)
+        """The blob (bytes), or the path ``out`` it was streamed to. ``head``: ``"auto"``,
+        ``"predicted"`` or ``"discriminant"`` (fitted to a task registered from images)."""
+        body = initialize_body(arch, task, format, dtype, seed, head)
         headers = {}
         etag = self.cache.etag(body)
         if etag:
@@ -368,9 +376,11 @@ class AsyncTALClient(_Common):
         dtype: str = "float32",
         seed: int = 0,
         out: str | Path | None = None,
+        head: str = HEAD_AUTO,
     ) -> bytes | Path:
-        """The blob (bytes), or the path ``out`` it was streamed to."""
-        body = initialize_body(arch, task, format, dtype, seed)
+        """The blob (bytes), or the path ``out`` it was streamed to. ``head``: ``"auto"``,
+        ``"predicted"`` or ``"discriminant"`` (fitted to a task registered from images)."""
+        body = initialize_body(arch, task, format, dtype, seed, head)
         etag = self.cache.etag(body)
         headers = {"If-None-Match": etag} if etag else {}
         response, result = await self._request(

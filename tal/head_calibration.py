@@ -48,16 +48,17 @@ def classifier_head(model: nn.Module) -> nn.Linear:
 @torch.no_grad()
 def _head_io(model: nn.Module, head: nn.Linear, images: torch.Tensor, inputs: bool) -> torch.Tensor:
     """The head's inputs (``inputs``) or outputs for ``images``, batched, with the model in
-    eval mode (its mode restored after)."""
+    eval mode (its mode restored after); run on the model's device, returned on the CPU."""
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(
-        lambda _module, args, out: captured.append((args[0] if inputs else out).float())
+        lambda _module, args, out: captured.append((args[0] if inputs else out).float().cpu())
     )
     was_training = model.training
+    device = head.weight.device
     model.eval()
     try:
         for batch in images.split(BATCH):
-            model(batch)
+            model(batch.to(device))
     finally:
         hook.remove()
         model.train(was_training)

@@ -31,11 +31,13 @@ class BlobKey:
     format: str
     dtype: str
     seed: int
+    head: str  # "predicted", or "discriminant:<support digest>"
 
     def digest(self) -> str:
         text = "|".join(
             (self.model_version, self.spec_hash, self.task_hash, self.format, self.dtype)
         )
+        text = f"{text}|{self.head}"
         return hashlib.sha256(f"{text}|{self.seed}".encode()).hexdigest()[:KEY_HEX_CHARS]
 
 

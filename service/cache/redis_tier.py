@@ -4,7 +4,11 @@ Redis costs at most one timeout per interval and the tier comes back by itself.
 
 Layout (``<p>`` = prefix): ``<p>:blob.v2:<key>`` = ETag (``ETAG_BYTES`` ASCII) + blob, only
 for blobs up to ``max_value_bytes``; ``<p>:etag.v2:<key>`` = ETag (every blob, tiny);
-``<p>:tasks:<model name>`` = hash of task name -> float32 embedding bytes.
+``<p>:tasks:<model name>`` = hash of task name -> float32 embedding bytes;
+``<p>:support-ref:<model name>`` = task name -> the reference of the labelled images it was
+registered with (tiny) and ``<p>:support:<model name>`` = task name -> those images (a
+safetensors blob of a few MB, read only to fit a head), written with the embedding in one
+transaction.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ ETAG_BYTES = 36  # 'W/"' + 32 hex + '"'
 # blob and ETag keys name their layout, so entries of an older one (34-byte strong ETags) are
 # never read
 BLOB_KIND, ETAG_KIND = "blob.v2", "etag.v2"
+TASKS_KIND, SUPPORT_REF_KIND, SUPPORT_KIND = "tasks", "support-ref", "support"
 DEADLINE_FACTOR = 2  # hard deadline per command, in socket timeouts
 T = TypeVar("T")
 
@@ -124,21 +129,53 @@ class RedisTier:
         """All registered tasks of ``model_name``; None when Redis cannot answer."""
         if not self.available:
             return None
-        ok, value = await self._run("get", self.client.hgetall(self._key("tasks", model_name)))
+        ok, value = await self._run("get", self.client.hgetall(self._key(TASKS_KIND, model_name)))
         if not ok:
             return None
         return {k.decode(): bytes(v) for k, v in (value or {}).items()}
 
-    async def get_task(self, model_name: str, task: str) -> bytes | None:
+    async def get_task(self, model_name: str, task: str) -> tuple[bytes | None, bytes | None]:
+        """``(embedding, support reference)`` of a registered task, read together (either None
+        when absent); ``(None, None)`` when Redis cannot answer."""
+        if not self.available:
+            return None, None
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hget(self._key(TASKS_KIND, model_name), task)
+            pipe.hget(self._key(SUPPORT_REF_KIND, model_name), task)
+            ok, values = await self._run("get", pipe.execute())
+        if not ok or not values:
+            return None, None
+        embedding, reference = values
+        return (bytes(embedding) if embedding else None), (bytes(reference) if reference else None)
+
+    async def get_support(self, model_name: str, task: str) -> bytes | None:
+        """The support blob of a registered task (a few MB at most); None when absent."""
         if not self.available:
             return None
-        ok, value = await self._run("get", self.client.hget(self._key("tasks", model_name), task))
+        ok, value = await self._run(
+            "get", self.client.hget(self._key(SUPPORT_KIND, model_name), task)
+        )
         return bytes(value) if ok and value else None
 
-    async def put_task(self, model_name: str, task: str, embedding: bytes) -> bool:
-        ok, _ = await self._run(
-            "set", self.client.hset(self._key("tasks", model_name), task, embedding)
-        )
+    async def put_task(
+        self,
+        model_name: str,
+        task: str,
+        embedding: bytes,
+        support: tuple[bytes, bytes] | None = None,
+    ) -> bool:
+        """Stores a task's embedding and its ``(reference, blob)`` support in one transaction;
+        without support, removes any the task had, so no replica fits a head to old images."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key(TASKS_KIND, model_name), task, embedding)
+            if support is None:
+                pipe.hdel(self._key(SUPPORT_REF_KIND, model_name), task)
+                pipe.hdel(self._key(SUPPORT_KIND, model_name), task)
+            else:
+                reference, blob = support
+                pipe.hset(self._key(SUPPORT_REF_KIND, model_name), task, reference)
+                pipe.hset(self._key(SUPPORT_KIND, model_name), task, blob)
+            ok, _ = await self._run("set", pipe.execute())
         return ok
 
     async def ping(self) -> bool:

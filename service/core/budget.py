@@ -14,9 +14,16 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 PEAK_OUTPUT_MULTIPLE = 3
 
 
-def estimate_bytes(num_params: int, dtype: str) -> int:
-    """Bytes a miss of ``num_params`` parameters in ``dtype`` may hold at its peak."""
-    return num_params * DTYPE_BYTES[dtype] * PEAK_OUTPUT_MULTIPLE
+FITTING_DTYPE = "float32"  # a head is fitted to float32 weights, cast to the dtype after
+
+
+def estimate_bytes(num_params: int, dtype: str, fit_head: bool = False) -> int:
+    """Bytes a miss of ``num_params`` parameters in ``dtype`` may hold at its peak; fitting a
+    head predicts in float32 and builds the model once more (a float32 copy)."""
+    if not fit_head:
+        return num_params * DTYPE_BYTES[dtype] * PEAK_OUTPUT_MULTIPLE
+    float32 = DTYPE_BYTES[FITTING_DTYPE]
+    return num_params * (max(DTYPE_BYTES[dtype], float32) * PEAK_OUTPUT_MULTIPLE + float32)
 
 
 class BudgetExhausted(Exception):

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tal.training.config import TASK_EMBEDDING_EXAMPLES
+
 SETTINGS_FILE_ENV = "TAL_SETTINGS_FILE"
 KIB = 1 << 10
 MIB = 1 << 20
@@ -24,6 +26,9 @@ DEFAULT_MAX_BODY_BYTES = 1 * MIB
 DEFAULT_MAX_UPLOAD_BYTES = 64 * MIB
 DEFAULT_MAX_UPLOAD_UNPACKED_BYTES = 512 * MIB
 DEFAULT_MAX_TASK_IMAGES = 4_096
+DEFAULT_MAX_LOCAL_TASK_SUPPORTS = 64  # registered tasks whose images one process keeps
+# a few seconds of a 2-core CPU (docs/service.md); a GPU worker can take far more
+DEFAULT_MAX_HEAD_FIT_GFLOP = 250.0
 DEFAULT_INFLIGHT_BUDGET_BYTES = 8 * GIB
 DEFAULT_BUDGET_WAIT_SECONDS = 10.0
 DEFAULT_RETRY_AFTER_SECONDS = 2
@@ -85,7 +90,27 @@ class Settings(BaseSettings):
     max_upload_unpacked_bytes: int = Field(
         DEFAULT_MAX_UPLOAD_UNPACKED_BYTES, ge=1, description="limit on an .npz's unpacked arrays"
     )
-    max_task_images: int = Field(DEFAULT_MAX_TASK_IMAGES, ge=1)
+    max_task_images: int = Field(
+        DEFAULT_MAX_TASK_IMAGES, ge=1, description="images read from an .npz upload at most"
+    )
+    task_support_images: int = Field(
+        TASK_EMBEDDING_EXAMPLES,
+        ge=1,
+        description="images a registered task keeps, balanced over classes: they make its "
+        "embedding and its discriminant heads",
+    )
+    max_head_fit_gflop: float = Field(
+        DEFAULT_MAX_HEAD_FIT_GFLOP,
+        ge=0,
+        description="largest forward pass over a task's images (GFLOP, tal.new_task."
+        "head_fit_gflop) a head is fitted for; above it 'auto' keeps the predicted head",
+    )
+    max_local_task_supports: int = Field(
+        DEFAULT_MAX_LOCAL_TASK_SUPPORTS,
+        ge=1,
+        description="registered tasks whose images this process keeps in memory (the least "
+        "recently used are dropped; with Redis every replica can fetch them again)",
+    )
     inflight_budget_bytes: int = Field(
         DEFAULT_INFLIGHT_BUDGET_BYTES, ge=1, description="estimated bytes of concurrent misses"
     )

@@ -49,6 +49,12 @@ SERIALIZATION_DURATION = Histogram(
     ["family"],
     buckets=LATENCY_BUCKETS,
 )
+HEAD_FIT_DURATION = Histogram(
+    "tal_head_fit_duration_seconds",
+    "fitting a discriminant head to a registered task's images",
+    ["family"],
+    buckets=LATENCY_BUCKETS,
+)
 CACHE_REQUESTS = Counter("tal_cache_requests_total", "cache look-ups", ["tier", "result"])
 CACHE_ERRORS = Counter("tal_cache_errors_total", "cache failures", ["tier", "operation"])
 BLOB_BYTES = Histogram(

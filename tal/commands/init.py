@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tal.commands.predict import _read_arch
 
+HEAD_CHOICES = ("auto", "predicted", "discriminant")  # POST /v1/initialize's `head`, default first
+
 API_KEY_ENV = "TAL_API_KEY"
 SERVER_ENV = "TAL_SERVER"
 
@@ -24,7 +26,13 @@ def _cmd_init(args: argparse.Namespace) -> int:
     try:
         with TALClient(args.server, api_key, args.timeout, retry, args.cache_dir) as client:
             path = client.initialize(
-                _read_arch(args.arch), args.task, args.format, args.dtype, args.seed, args.out
+                _read_arch(args.arch),
+                args.task,
+                args.format,
+                args.dtype,
+                args.seed,
+                args.out,
+                args.head,
             )
     except TALError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -41,6 +49,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     init.add_argument("--format", default="timm", choices=["timm", "hf"])
     init.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     init.add_argument("--seed", type=int, default=0)
+    init.add_argument(
+        "--head",
+        default=HEAD_CHOICES[0],
+        choices=HEAD_CHOICES,
+        help="classifier head: fitted to a task registered from images (discriminant), the "
+        "predicted one, or auto (fitted where the task has images)",
+    )
     init.add_argument("--out", required=True, type=Path)
     init.add_argument("--api-key", default=None, help=f"default: ${API_KEY_ENV}")
     init.add_argument("--cache-dir", type=Path, default=None, help="reuse blobs by ETag")

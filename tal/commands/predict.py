@@ -36,7 +36,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tal import io, store
     from tal.ancestry import NoAncestryError
     from tal.learngene import Learngene, UnknownTaskError, load_default
-    from tal.new_task import predict_for_task_data
+    from tal.new_task import (
+        HEAD_DISCRIMINANT,
+        HEAD_METADATA_KEY,
+        HEAD_PREDICTED,
+        INPUT_NORM_METADATA_KEY,
+        norm_metadata,
+        predict_for_task_data,
+    )
     from tal.predict import blob_metadata
     from tal.specs import SpecError, parse_arch
     from tal.training.config import TASK_EMBEDDING_EXAMPLES
@@ -80,7 +87,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - start
         metadata = blob_metadata(spec, task_label, args.format, args.dtype, args.seed, learngene)
         if data is not None:
-            metadata["tal.head"] = "predicted" if args.keep_predicted_head else "discriminant"
+            metadata[HEAD_METADATA_KEY] = (
+                HEAD_PREDICTED if args.keep_predicted_head else HEAD_DISCRIMINANT
+            )
+            metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(data.norm)  # type: ignore[attr-defined]
         io.save_file(tensors, args.out, metadata)
     except (
         SpecError,

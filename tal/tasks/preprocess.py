@@ -127,6 +127,13 @@ def normalize(images: torch.Tensor, norm: NormStats) -> torch.Tensor:
     return ((images.to(torch.float32) - mean) / std).contiguous()
 
 
+def denormalize(images: torch.Tensor, norm: NormStats) -> torch.Tensor:
+    """The inverse of :func:`normalize`: ``(N, C, H, W)`` back to [0, 1] values."""
+    mean = torch.tensor(norm.mean, dtype=images.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std, dtype=images.dtype).view(1, -1, 1, 1)
+    return images * std + mean
+
+
 def prepare_images(
     images: torch.Tensor, image_size: int, in_chans: int, norm: NormStats | None = None
 ) -> tuple[torch.Tensor, NormStats]:

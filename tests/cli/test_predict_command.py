@@ -150,12 +150,15 @@ def test_predict_for_a_new_tasks_images_fits_a_head_that_classifies_them(tmp_pat
     predicted, kept_metadata = io.load_state_dict(kept)
     assert (metadata["tal.task"], metadata["tal.head"]) == ('"data:shapes.npz"', "discriminant")
     assert kept_metadata["tal.head"] == "predicted"
+    spec = parse_arch(NEW_TASK_SPEC)
+    norm = load_npz(data, image_size=spec.img_size, in_chans=spec.in_chans).norm
+    expected_norm = {"mean": list(norm.mean), "std": list(norm.std)}
+    assert json.loads(metadata["tal.input_norm"]) == expected_norm  # how to feed the head
     # the same task embedding and body; only the classifier head differs
     assert {k for k in tensors if not torch.equal(tensors[k], predicted[k])} == {
         "head.weight",
         "head.bias",
     }
-    spec = parse_arch(NEW_TASK_SPEC)
     query_images, query_labels = _template_images(per_class=30, seed=2)
     query = load_npz_arrays(tmp_path, query_images, query_labels, spec)
     accuracies = {}

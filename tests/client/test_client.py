@@ -55,6 +55,16 @@ def test_state_dict_and_load_into(server) -> None:
         assert TASK in {row["name"] for row in client.tasks()["tasks"]}
 
 
+def test_head_choice_reaches_the_server(server) -> None:
+    with TALClient(server.url) as client:
+        _, metadata = client.state_dict(VIT, task=TASK, head="predicted")
+        assert metadata["tal.head"] == "predicted"
+        with pytest.raises(TALError) as refused:  # the checkpoint's task has no images
+            client.initialize(VIT, task=TASK, head="discriminant")
+        assert refused.value.status == 422
+        assert "registered from labelled images" in refused.value.detail
+
+
 def test_errors_carry_status_and_detail(server) -> None:
     with TALClient(server.url) as client:
         with pytest.raises(TALError) as invalid:

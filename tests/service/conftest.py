@@ -5,7 +5,7 @@ Servers (all started together, so their start-up overlaps):
 * ``server_a``: Redis, no authentication.
 * ``server_b``: the same Redis (a second replica), API and admin keys, a tiny in-flight budget
   with no waiting (so concurrent misses get 503).
-* ``server_c``: no Redis, small limits (schemathesis target).
+* ``server_c``: no Redis, small limits (schemathesis target; head fits up to 0.1 GFLOP).
 * ``server_unready``: configured with a checkpoint that does not exist (never ready).
 """
 
@@ -16,7 +16,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from svc_support import ADMIN_KEY, MAX_PARAMS_A, MAX_PARAMS_C, MODEL, USER_KEY, make_store
+from svc_support import (
+    ADMIN_KEY,
+    MAX_HEAD_FIT_GFLOP_C,
+    MAX_PARAMS_A,
+    MAX_PARAMS_C,
+    MODEL,
+    USER_KEY,
+    make_store,
+)
 
 from service.testing import RedisProcess, ServiceProcess
 
@@ -74,6 +82,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         {
             **common,
             "TAL_MAX_PARAMS": str(MAX_PARAMS_C),
+            "TAL_MAX_HEAD_FIT_GFLOP": str(MAX_HEAD_FIT_GFLOP_C),
             "TAL_MAX_BODY_BYTES": "16384",
             "TAL_MAX_UPLOAD_BYTES": "65536",
             "TAL_MEMORY_CACHE_BYTES": str(32 << 20),

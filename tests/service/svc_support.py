@@ -14,6 +14,7 @@ USER_KEY = "user-key-123"
 ADMIN_KEY = "admin-key-456"
 MAX_PARAMS_A = 40_000_000
 MAX_PARAMS_C = 200_000
+MAX_HEAD_FIT_GFLOP_C = 0.1  # fits heads for TINY_VIT over a few dozen images, not much more
 ANCESTRY_SPEC = dict(
     depth=1, embed_dim=192, num_heads=3, img_size=32, patch_size=4, in_chans=1, num_classes=10
 )

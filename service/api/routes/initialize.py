@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
@@ -14,6 +16,7 @@ from service.core.errors import NotFound
 from service.core.metrics import BLOB_BYTES, INITIALIZE_DURATION
 from service.predictor import validate_request
 from service.schemas import ErrorBody, InitializeRequest
+from service.tasks import choose_head
 from tal.learngene import UnknownTaskError
 
 router = APIRouter(tags=["initialize"], dependencies=[ApiKeyDep])
@@ -24,16 +27,17 @@ ERRORS = {
         401: "API key missing",
         403: "API key not accepted",
         404: "unknown task (the known ones are listed)",
-        413: "spec above the parameter limit, or body too large",
+        413: "spec above the parameter limit, body too large, or a head fit above its limit",
+        409: "the task's images were dropped (no Redis, over max_local_task_supports)",
         422: "invalid spec or body (names the field)",
-        503: "not ready, busy, or out of GPU memory (Retry-After)",
+        503: "not ready, busy, out of GPU memory, or the task's images unreadable (Retry-After)",
     }.items()
 }
 RESPONSES = {
     200: {
         "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
         "description": "safetensors blob with metadata (tal.spec, tal.task, tal.model_version, "
-        "tal.format, tal.dtype, tal.seed)",
+        "tal.format, tal.dtype, tal.seed, tal.head; tal.input_norm with a discriminant head)",
     },
     304: {"description": "If-None-Match matched the blob's ETag"},
     **ERRORS,
@@ -66,17 +70,24 @@ async def initialize(
         state.settings.max_params,
     )
     try:
-        embedding = await state.tasks.resolve(body.task, learngene)
+        task = await state.tasks.resolve(body.task, learngene)
     except UnknownTaskError as exc:
         raise NotFound(str(exc)) from exc
+    head = choose_head(
+        body.head, body.task, request.spec, task.support, state.settings.max_head_fit_gflop
+    )
+    request = replace(request, head=head)
     predictor = state.predictor
-    key = predictor.key(learngene.model_version, request, embedding)
-    headers = {"X-TAL-Model-Version": learngene.model_version}
+    key = predictor.key(learngene.model_version, request, task)
+    headers = {"X-TAL-Model-Version": learngene.model_version, "X-TAL-Head": request.head}
     if if_none_match:
         etag = await state.cache.etag(key)
         if _matches(if_none_match, etag):
             return Response(status_code=304, headers={**headers, "ETag": etag or ""})
-    entry, tier = await predictor.get(key, learngene, request, embedding)
+    load_support = None
+    if request.fits_head and body.task is not None and task.support is not None:
+        load_support = functools.partial(state.tasks.support_images, body.task, task.support)
+    entry, tier = await predictor.get(key, learngene, request, task.embedding, load_support)
     outcome = "hit" if tier else "miss"
     headers |= {"ETag": entry.etag, "X-Cache": outcome, "X-Cache-Tier": tier or "none"}
     if _matches(if_none_match, entry.etag):

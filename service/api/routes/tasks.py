@@ -1,7 +1,13 @@
-"""``GET /v1/tasks`` and ``POST /v1/tasks`` (register a task from images or a vector)."""
+"""``GET /v1/tasks`` and ``POST /v1/tasks`` (register a task from images or a vector).
+
+A task registered from labelled images is embedded from at most ``task_support_images`` of
+them, balanced over classes, and keeps those images so that ``POST /v1/initialize`` can fit a
+classifier head to them (``head``: ``auto`` or ``discriminant``).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,13 +19,17 @@ from starlette.datastructures import UploadFile
 from service.api.deps import ApiKeyDep, StateDep
 from service.core.errors import Conflict, InvalidInput
 from service.schemas import TASK_NAME_PATTERN, ErrorBody, TaskList, TaskRegistered, TaskVector
-from service.uploads import images_from_npz
+from service.uploads import task_data_from_npz
 from tal.ancestry import NoAncestryError
+from tal.new_task import missing_classes, task_support
+from tal.tasks import TaskData
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"], dependencies=[ApiKeyDep])
 MULTIPART = "multipart/form-data"
 MAX_FORM_FIELDS = 4
 MAX_FORM_FILES = 1
+MIN_HEAD_CLASSES = 2  # a discriminant head separates at least two classes
+NAMED_MISSING_CLASSES = 10  # a note names at most this many classes without an image
 
 UPLOAD_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -53,7 +63,33 @@ async def list_tasks(state: StateDep) -> TaskList:
     )
 
 
-async def _from_upload(request: Request, state: StateDep) -> tuple[str, torch.Tensor]:
+@dataclass(frozen=True)
+class Registration:
+    """A task to register: its embedding ``(task_dim,)``, its classes (0 from a vector) and
+    the labelled images kept to fit heads to (None, with the reason in ``note`` when images
+    were sent but cannot fit one)."""
+
+    name: str
+    embedding: torch.Tensor
+    classes: int
+    support: TaskData | None
+    note: str | None
+
+
+def _head_support(support: TaskData) -> tuple[TaskData | None, str | None]:
+    """``support`` when a discriminant head can be fitted to it, else None and why."""
+    if support.num_classes < MIN_HEAD_CLASSES:
+        return None, f"a head needs at least {MIN_HEAD_CLASSES} classes"
+    missing = missing_classes(support)
+    if missing:
+        return None, (
+            f"classes {missing[:NAMED_MISSING_CLASSES]} have no image among the first "
+            "images read; heads stay predicted (shuffle the upload to fit heads)"
+        )
+    return support, None
+
+
+async def _from_upload(request: Request, state: StateDep) -> Registration:
     settings = state.settings
     learngene = state.models.require().learngene
     try:
@@ -74,20 +110,22 @@ async def _from_upload(request: Request, state: StateDep) -> tuple[str, torch.Te
         )
     data = await upload.read()
     ancestry = learngene.ancestry
-    images = await run_in_threadpool(
-        images_from_npz,
+    task = await run_in_threadpool(
+        task_data_from_npz,
         data,
         ancestry.spec,
         settings.max_upload_unpacked_bytes,
         settings.max_task_images,
     )
+    support = task_support(task, settings.task_support_images)
     try:
-        embedding = await run_in_threadpool(learngene.embed_task, images)
+        embedding = await run_in_threadpool(learngene.embed_task, support.images)
     except NoAncestryError as exc:
         raise Conflict(str(exc)) from exc
     except (ValueError, RuntimeError) as exc:  # images the ancestry model cannot take
         raise InvalidInput(f"file: cannot embed these images ({exc})") from exc
-    return name, embedding
+    head_support, note = _head_support(support)
+    return Registration(name, embedding, task.num_classes, head_support, note)
 
 
 def _check_name(name: str) -> None:
@@ -97,7 +135,7 @@ def _check_name(name: str) -> None:
         raise InvalidInput(f"name: must match {TASK_NAME_PATTERN}") from exc
 
 
-async def _from_json(request: Request) -> tuple[str, torch.Tensor]:
+async def _from_json(request: Request) -> Registration:
     body = await request.body()
     try:
         vector = TaskVector.model_validate_json(body)
@@ -106,7 +144,8 @@ async def _from_json(request: Request) -> tuple[str, torch.Tensor]:
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
         )
         raise InvalidInput(details) from exc
-    return vector.name, torch.tensor(vector.embedding, dtype=torch.float32)
+    embedding = torch.tensor(vector.embedding, dtype=torch.float32)
+    return Registration(vector.name, embedding, 0, None, None)
 
 
 @router.post(
@@ -123,10 +162,18 @@ async def register_task(request: Request, state: StateDep) -> TaskRegistered:
     loaded = state.models.require()
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(MULTIPART):
-        name, embedding = await _from_upload(request, state)
+        task = await _from_upload(request, state)
     else:
-        name, embedding = await _from_json(request)
-    task_hash, shared = await state.tasks.register(name, embedding, loaded.learngene)
+        task = await _from_json(request)
+    task_hash, shared = await state.tasks.register(
+        task.name, task.embedding, loaded.learngene, task.support
+    )
     return TaskRegistered(
-        name=name, hash=task_hash, shared=shared, model_version=loaded.model_version
+        name=task.name,
+        hash=task_hash,
+        shared=shared,
+        model_version=loaded.model_version,
+        support_images=0 if task.support is None else len(task.support.labels),
+        classes=task.classes or None,
+        note=task.note,
     )
