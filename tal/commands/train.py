@@ -326,8 +326,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--stage2-steps",
         type=int,
         default=None,
-        help="default: the CPU recipe's CPU_STAGE2_STEPS (1200), at the optimiser's default lr "
-        "like `tal eval`",
+        help="default: the CPU recipe's CPU_STAGE2_STEPS (tal/training/config.py), at the "
+        "optimiser's default lr like `tal eval`",
     )
     default.add_argument(
         "--stage2-task-temperature",
