@@ -1,5 +1,6 @@
-"""The committed ``tal eval`` configs load, and the long one differs from the small one only in
-its stage-2 budget (and where it keeps its training state), so their results compare budgets."""
+"""The committed ``tal eval`` configs load, and each longer one differs from the one before only
+in its stage-2 budget (and where it keeps its training state and, for the 4800-step ablation,
+its report), so their results compare budgets."""
 
 from pathlib import Path
 
@@ -18,9 +19,17 @@ def test_every_eval_config_loads(path):
     assert config.stage1_steps > 0 and config.stage2_steps > 0 and config.seeds
 
 
-def test_the_long_config_only_lengthens_stage2():
-    small = load_config(EvalConfig, CONFIGS / "eval-cpu-small.json", {}).model_dump()
-    long = load_config(EvalConfig, CONFIGS / "eval-cpu-long.json", {}).model_dump()
-    assert {k for k in small if small[k] != long[k]} == BUDGET_FIELDS
-    assert long["stage2_steps"] == 2 * small["stage2_steps"]
-    assert long["run_dir"] != small["run_dir"]  # the two runs' training states stay apart
+@pytest.mark.parametrize(
+    ("shorter", "longer", "also_differs"),
+    [
+        ("eval-cpu-small.json", "eval-cpu-long.json", set()),
+        ("eval-cpu-long.json", "eval-cpu-4800.json", {"output_dir"}),  # keeps docs/ as it is
+    ],
+)
+def test_each_longer_config_only_lengthens_stage2(shorter, longer, also_differs):
+    short = load_config(EvalConfig, CONFIGS / shorter, {}).model_dump()
+    long = load_config(EvalConfig, CONFIGS / longer, {}).model_dump()
+    differs = {k for k in short if short[k] != long[k]}
+    assert {"stage2_steps", "run_dir"} | also_differs <= differs <= BUDGET_FIELDS | also_differs
+    assert long["stage2_steps"] == 2 * short["stage2_steps"]
+    assert long["run_dir"] != short["run_dir"]  # the two runs' training states stay apart
