@@ -24,7 +24,7 @@ from service.tasks import ResolvedTask
 from tal import __version__ as tal_version
 from tal import io
 from tal.formats import check_format
-from tal.learngene import Learngene, code_version, parse_dtype
+from tal.learngene import Learngene, code_version
 from tal.new_task import (
     HEAD_DISCRIMINANT,
     HEAD_METADATA_KEY,
@@ -108,7 +108,7 @@ def predict_blob(
         FITTING_DTYPE if support is not None else request.dtype,
         request.seed,
     )
-    predicted = time.perf_counter()
+    predicted = ready = time.perf_counter()
     metadata = blob_metadata(
         request.spec, request.task, request.format, request.dtype, request.seed, learngene
     )
@@ -122,19 +122,17 @@ def predict_blob(
             tensors,
             support,
             request.format,  # type: ignore[arg-type]
+            request.dtype,
             learngene.hypernet.device,
         )
-        target = parse_dtype(request.dtype)
-        tensors = {name: value.to(target).contiguous() for name, value in tensors.items()}
         metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(norm)
-        fitted = time.perf_counter()
-        HEAD_FIT_DURATION.labels(request.family).observe(fitted - predicted)
-        predicted = fitted
+        ready = time.perf_counter()
+        HEAD_FIT_DURATION.labels(request.family).observe(ready - predicted)
     blob = io.to_bytes(tensors, metadata)
     del tensors
     entry = CacheEntry(blob_etag(key, _producer(learngene)), blob)
     PREDICTION_DURATION.labels(request.family).observe(predicted - start)
-    SERIALIZATION_DURATION.labels(request.family).observe(time.perf_counter() - predicted)
+    SERIALIZATION_DURATION.labels(request.family).observe(time.perf_counter() - ready)
     return entry
 
 

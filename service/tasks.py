@@ -54,6 +54,11 @@ def _encode(embedding: torch.Tensor) -> bytes:
     return embedding.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
 
 
+def support_digest(blob: bytes) -> str:
+    """The short hash naming a support blob (in its reference and in cache keys)."""
+    return hashlib.sha256(blob).hexdigest()[:SUPPORT_DIGEST_HEX_CHARS]
+
+
 @dataclass(frozen=True)
 class SupportRef:
     """Which labelled images a registered task keeps, without the images."""
@@ -77,15 +82,16 @@ class SupportRef:
 
     @classmethod
     def of(cls, blob: bytes, support: TaskData) -> SupportRef:
-        digest = hashlib.sha256(blob).hexdigest()[:SUPPORT_DIGEST_HEX_CHARS]
-        return cls(digest, support.num_classes, len(support.labels))
+        return cls(support_digest(blob), support.num_classes, len(support.labels))
 
 
 @dataclass(frozen=True)
 class ResolvedTask:
-    """A task as one request uses it: its embedding ``(task_dim,)`` (None = unconditioned)
-    and, for a task registered from labelled images, the reference of those images."""
+    """A task as one request uses it: its name and embedding ``(task_dim,)`` (both None =
+    unconditioned) and, for a task registered from labelled images, the reference of those
+    images."""
 
+    name: str | None
     embedding: torch.Tensor | None
     support: SupportRef | None = None
 
@@ -168,9 +174,9 @@ class TaskRegistry:
     async def resolve(self, name: str | None, learngene: Learngene) -> ResolvedTask:
         """The embedding of ``name`` and its support reference; raises UnknownTaskError."""
         if name is None:
-            return ResolvedTask(None)
+            return ResolvedTask(None, None)
         if name in learngene.tasks:
-            return ResolvedTask(learngene.tasks[name])
+            return ResolvedTask(name, learngene.tasks[name])
         task_dim = learngene.hypernet.config.encoder.task_dim
         if self.redis is not None:
             data, reference = await self.redis.get_task(self.model_name, name)
@@ -183,7 +189,8 @@ class TaskRegistry:
         if embedding is None or embedding.shape != (task_dim,):
             known = sorted({*learngene.tasks, *await self._registered(task_dim)})
             raise UnknownTaskError(name, known)
-        return ResolvedTask(embedding.to(learngene.hypernet.device), self.local_refs.get(name))
+        device = learngene.hypernet.device
+        return ResolvedTask(name, embedding.to(device), self.local_refs.get(name))
 
     def _set_ref(self, name: str, support: SupportRef | None) -> None:
         if support is None:
@@ -197,12 +204,14 @@ class TaskRegistry:
         while len(self.supports) > self.max_supports:
             self.supports.popitem(last=False)
 
-    async def support_images(self, name: str, reference: SupportRef) -> TaskData:
-        """The labelled images behind ``reference`` (from memory or Redis).
+    async def support_images(self, task: ResolvedTask) -> TaskData:
+        """The labelled images behind ``task.support`` (from memory or Redis).
 
         Raises Unavailable (503) when they are gone or were replaced since the reference was
         read (the task was re-registered meanwhile): a retry reads the new ones.
         """
+        name, reference = task.name, task.support
+        assert name is not None and reference is not None  # heads fit registered tasks only
         support = self.supports.get(reference.digest)
         if support is not None:
             self.supports.move_to_end(reference.digest)
@@ -214,14 +223,10 @@ class TaskRegistry:
                 "it again, or ask for head 'predicted'"
             )
         blob = await self.redis.get_support(self.model_name, name)
-        if blob is not None:
-            try:
-                support = support_from_bytes(blob)
-            except ValueError:
-                support = None
-            if support is not None and SupportRef.of(blob, support) == reference:
-                self._keep(reference.digest, support)
-                return support
+        if blob is not None and support_digest(blob) == reference.digest:
+            support = support_from_bytes(blob)  # the bytes register wrote
+            self._keep(reference.digest, support)
+            return support
         raise Unavailable(
             f"task {name!r}: its images cannot be read now (the task was re-registered "
             "meanwhile, or Redis is unreachable); retry, or ask for head 'predicted'",

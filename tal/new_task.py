@@ -43,7 +43,7 @@ class NewTaskPrediction:
 
     tensors: dict[str, torch.Tensor]
     embedding: torch.Tensor
-    head_fit: DiscriminantHeadFit | None
+    head_fit: DiscriminantHeadFit | None = None
 
 
 def balanced_support(labels: torch.Tensor, count: int) -> torch.Tensor:
@@ -97,28 +97,35 @@ def fit_head_to_support(
     tensors: dict[str, torch.Tensor],
     support: TaskData,
     format: OutputFormat,
+    dtype: str = "float32",
     device: str | torch.device = "cpu",
 ) -> tuple[dict[str, torch.Tensor], DiscriminantHeadFit, NormStats]:
     """``tensors`` (float32, ``format``'s names) with the classifier head replaced by the
     discriminant head fitted on ``support``'s images (brought to the spec's size and channels
     by :func:`support_for_spec`; the forward pass runs on ``device``, the fit on the CPU); the
-    rest unchanged, returned on the CPU. Also returns the fit and the normalisation the head
-    expects its inputs in.
+    rest unchanged, returned on the CPU in ``dtype``. Also returns the fit and the
+    normalisation the head expects its inputs in.
 
     Raises:
         ValueError: ``spec.num_classes`` differs from the support's, or some class has no image.
     """
-    if spec.num_classes != support.num_classes:
-        raise ValueError(
-            f"the spec has num_classes={spec.num_classes} but the data has "
-            f"{support.num_classes} classes; set num_classes to {support.num_classes}"
-        )
+    _check_classes(spec, support)
     support = support_for_spec(support, spec)
     model = build_model(spec, format).to(device)
     model.load_state_dict(tensors, strict=True)
     fit = fit_discriminant_head(model, support.images, support.labels)
     state = model.state_dict()
-    return {name: state[name].detach().cpu() for name in tensors}, fit, support.norm
+    target = parse_dtype(dtype)
+    fitted = {name: state[name].detach().to("cpu", target).contiguous() for name in tensors}
+    return fitted, fit, support.norm
+
+
+def _check_classes(spec: ViTSpec, data: TaskData) -> None:
+    if spec.num_classes != data.num_classes:
+        raise ValueError(
+            f"the spec has num_classes={spec.num_classes} but the data has "
+            f"{data.num_classes} classes; set num_classes to {data.num_classes}"
+        )
 
 
 def norm_metadata(norm: NormStats) -> str:
@@ -175,20 +182,11 @@ def predict_for_task_data(
     spec = parse_arch(arch)
     if not isinstance(spec, ViTSpec):
         raise ValueError("weights for a task's images need a ViT spec (family 'vit')")
-    if spec.num_classes != data.num_classes:
-        raise ValueError(
-            f"the spec has num_classes={spec.num_classes} but the data has "
-            f"{data.num_classes} classes; set num_classes to {data.num_classes}"
-        )
+    _check_classes(spec, data)
     support = task_support(data, examples)
     embedding = learngene.embed_task(support.images)
+    if not fit_head:
+        return NewTaskPrediction(learngene.predict(spec, embedding, format, dtype, seed), embedding)
     tensors = learngene.predict(spec, embedding, format, "float32", seed)
-    head_fit = None
-    if fit_head:
-        tensors, head_fit, _ = fit_head_to_support(spec, tensors, support, format)
-    target = parse_dtype(dtype)
-    return NewTaskPrediction(
-        {name: value.to(target).contiguous() for name, value in tensors.items()},
-        embedding,
-        head_fit,
-    )
+    tensors, head_fit, _ = fit_head_to_support(spec, tensors, support, format, dtype)
+    return NewTaskPrediction(tensors, embedding, head_fit)

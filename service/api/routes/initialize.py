@@ -85,8 +85,8 @@ async def initialize(
         if _matches(if_none_match, etag):
             return Response(status_code=304, headers={**headers, "ETag": etag or ""})
     load_support = None
-    if request.fits_head and body.task is not None and task.support is not None:
-        load_support = functools.partial(state.tasks.support_images, body.task, task.support)
+    if request.fits_head:
+        load_support = functools.partial(state.tasks.support_images, task)
     entry, tier = await predictor.get(key, learngene, request, task.embedding, load_support)
     outcome = "hit" if tier else "miss"
     headers |= {"ETag": entry.etag, "X-Cache": outcome, "X-Cache-Tier": tier or "none"}
