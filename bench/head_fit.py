@@ -2,7 +2,7 @@
 
 The service's ``head: "auto"`` (docs/service.md) and ``tal predict --task-data`` both predict
 the weights in float32 and then fit the classifier head to the task's kept images
-(``tal.new_task.fit_head_to_support``). For the held-out task's 300 support images and each
+(``tal.heads.support.fit_head_to_support``). For the held-out task's 300 support images and each
 architecture, this prints the median time of the prediction alone (the baseline, measured in
 the same run) and of prediction plus fit, their ratio, and, for architectures at the support
 images' own size, untrained test accuracy with the predicted and the fitted head.
@@ -18,14 +18,15 @@ import time
 
 import torch
 
+from tal.arch.parse import parse_arch
+from tal.arch.specs import ViTSpec
+from tal.arch.target_models import build_model
+from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
+from tal.checkpoints.learngene import Learngene
 from tal.evaluation.config import EvalConfig
 from tal.evaluation.runner import eval_architectures
-from tal.learngene import Learngene
-from tal.models import build_model
-from tal.new_task import fit_head_to_support, task_support
-from tal.specs import ViTSpec, parse_arch
+from tal.heads.support import fit_head_to_support, task_support
 from tal.tasks import TaskData, held_out_task, load_task
-from tal.training.config import TASK_EMBEDDING_EXAMPLES
 
 PERCENT = 100.0
 MS = 1e3

@@ -24,11 +24,12 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as `tal` and the service r
 
 import torch
 
-from tal.formats import export_plan
-from tal.graph import build_graph
+from tal.arch.formats import export_plan
+from tal.arch.graph import build_graph
+from tal.arch.parse import parse_arch
+from tal.arch.specs import GPT2Spec
+from tal.checkpoints.learngene import load_default
 from tal.hypernet.arena import OUTPUT_POOL
-from tal.learngene import load_default
-from tal.specs import GPT2Spec, parse_arch
 
 MODELS = {
     "vit_tiny_patch16_224": "timm",
@@ -86,12 +87,12 @@ def peak_rss_bytes() -> int:
 def peak_extra_memory(name: str) -> None:
     """Runs in a subprocess: prints peak RSS growth during one prediction and the output size."""
     learngene = load_default(device="cpu")
-    spec, fmt = arch_of(name), MODELS[name]
+    spec, format = arch_of(name), MODELS[name]
     learngene.predict({"family": "vit", "depth": 1, "embed_dim": 8, "num_heads": 1})  # warm-up
     build_graph(spec)
     reset_peak_rss()
     before = rss_bytes()
-    state = learngene.predict(spec, format=fmt)
+    state = learngene.predict(spec, format=format)
     peak = peak_rss_bytes()
     output = sum(t.numel() * t.element_size() for t in {id(t): t for t in state.values()}.values())
     print(json.dumps({"extra": max(peak - before, 0), "output": output}))
@@ -100,17 +101,17 @@ def peak_extra_memory(name: str) -> None:
 def measure(name: str, repeats: int) -> dict[str, float]:
     learngene = load_default(device="cpu")
     hypernet = learngene.hypernet
-    spec, fmt = arch_of(name), MODELS[name]
-    plan = export_plan(spec, fmt)
+    spec, format = arch_of(name), MODELS[name]
+    plan = export_plan(spec, format)
     with torch.inference_mode():
-        learngene.predict(spec, format=fmt)  # warm caches (basis features, graph tensors)
+        learngene.predict(spec, format=format)  # warm caches (basis features, graph tensors)
         graph_s = median_seconds(lambda: build_graph.__wrapped__(spec), repeats)
         encode_s = median_seconds(lambda: hypernet.encode(spec), repeats)
         nodes = hypernet.encode(spec)
         decode_s = median_seconds(lambda: hypernet.decoder(nodes, plan), repeats)
-        total_s = median_seconds(lambda: learngene.predict(spec, format=fmt), repeats)
+        total_s = median_seconds(lambda: learngene.predict(spec, format=format), repeats)
         with OUTPUT_POOL.budget(0):
-            cold_s = median_seconds(lambda: learngene.predict(spec, format=fmt), repeats)
+            cold_s = median_seconds(lambda: learngene.predict(spec, format=format), repeats)
     baseline_s = median_seconds(baseline(name), repeats)
     memory = json.loads(
         subprocess.run(

@@ -9,7 +9,7 @@ Starts a private ``redis-server`` and two workers on this machine:
 
 and measures, per model, p50/p95 client-side latency (full body received by curl, or httpx
 without curl) of a miss (a fresh
-``seed`` each time), a memory hit and a Redis hit, next to ``tal.predict.predict_bytes`` in this
+class count each time), a memory hit and a Redis hit, next to ``tal.predict.predict_bytes`` in this
 process (the same fresh hypernetwork). Also times raw redis-py SET/GET by value size, which is
 what decides the Redis size threshold (docs/service.md).
 """
@@ -30,14 +30,25 @@ from pathlib import Path
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as `tal` and the service do
 # This file is named service.py: keep its folder off the path so ``service`` is the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the process harness
 
 import httpx  # noqa: E402
 import redis  # noqa: E402
 import torch  # noqa: E402
+from harness import RedisProcess, ServiceProcess  # noqa: E402
 
-from service.testing import RedisProcess, ServiceProcess  # noqa: E402
+from tal.arch.parse import parse_arch  # noqa: E402
+from tal.arch.specs import GPT2Spec  # noqa: E402
 from tal.predict import predict_bytes  # noqa: E402
-from tal.specs import GPT2Spec  # noqa: E402
+
+
+def variant_of(arch: object, variant: int) -> dict:
+    """``arch`` as a spec dict made distinct by ``variant`` (a cache key of its own): ViTs by
+    their class count, GPT-2 by its number of positions."""
+    spec = parse_arch(arch)  # type: ignore[arg-type]
+    field = "num_classes" if spec.family == "vit" else "n_positions"
+    return {**spec.model_dump(mode="json"), field: getattr(spec, field) + variant}
+
 
 MODELS = {
     "vit_s": ("ViT-S/16", "vit_small_patch16_224", "timm"),
@@ -117,10 +128,10 @@ def main() -> None:
         client = httpx.Client(timeout=600)
         curl = shutil.which("curl")
 
-        def fetch(url: str, arch: object, fmt: str, seed: int) -> str:
+        def fetch(url: str, arch: object, format: str, variant: int) -> str:
             """The whole body is received; returns X-Cache-Tier. curl when installed: httpx
             itself needs about 1 s to read 346 MB on these machines (docs/service.md)."""
-            body = {"arch": arch, "format": fmt, "seed": seed}
+            body = {"arch": variant_of(arch, variant), "format": format}
             if curl is None:
                 response = client.post(f"{url}/v1/initialize", json=body)
                 response.raise_for_status()
@@ -137,14 +148,16 @@ def main() -> None:
             raise RuntimeError(headers)
 
         for key in args.models.split(","):
-            label, arch, fmt = MODELS[key]
-            predict_bytes(arch, format=fmt)  # warm (timm import, graph)
-            base = [timed(predict_bytes, arch, format=fmt, seed=s) for s in range(args.reps)]
-            miss = [timed(fetch, memory.url, arch, fmt, 1000 + s) for s in range(args.reps)]
-            hit = [timed(fetch, memory.url, arch, fmt, 1000) for _ in range(args.reps)]
-            fetch(shared.url, arch, fmt, 1000)  # computed once, stored in Redis
-            redis_hit = [timed(fetch, shared.url, arch, fmt, 1000) for _ in range(args.reps)]
-            assert fetch(shared.url, arch, fmt, 1000) == "redis"
+            label, arch, format = MODELS[key]
+            predict_bytes(arch, format=format)  # warm (timm import, graph)
+            base = [
+                timed(predict_bytes, variant_of(arch, s), format=format) for s in range(args.reps)
+            ]
+            miss = [timed(fetch, memory.url, arch, format, 1000 + s) for s in range(args.reps)]
+            hit = [timed(fetch, memory.url, arch, format, 1000) for _ in range(args.reps)]
+            fetch(shared.url, arch, format, 1000)  # computed once, stored in Redis
+            redis_hit = [timed(fetch, shared.url, arch, format, 1000) for _ in range(args.reps)]
+            assert fetch(shared.url, arch, format, 1000) == "redis"
             rows.append((label, base, miss, hit, redis_hit))
             print(f"measured {label}", flush=True)
         raw = raw_redis(redis_server.port, args.reps)

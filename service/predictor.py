@@ -20,21 +20,17 @@ from service.core.config import Settings
 from service.core.errors import InvalidInput, TooLarge, Unavailable
 from service.core.logging import LOGGER, RateLimitedLog
 from service.core.metrics import HEAD_FIT_DURATION, PREDICTION_DURATION, SERIALIZATION_DURATION
-from service.tasks import ResolvedTask
+from service.task_registry import ResolvedTask
 from tal import __version__ as tal_version
 from tal import io
-from tal.formats import check_format
-from tal.learngene import Learngene, code_version
-from tal.new_task import (
-    HEAD_DISCRIMINANT,
-    HEAD_METADATA_KEY,
-    HEAD_PREDICTED,
-    INPUT_NORM_METADATA_KEY,
-    fit_head_to_support,
-    norm_metadata,
-)
+from tal.arch.formats import check_format
+from tal.arch.parse import parse_arch
+from tal.arch.specs import GPT2Spec, SpecError, ViTSpec
+from tal.checkpoints.learngene import Learngene
+from tal.checkpoints.provenance import code_version
+from tal.heads.choice import HEAD_DISCRIMINANT, HEAD_METADATA_KEY, HEAD_PREDICTED, ServedHead
+from tal.heads.support import INPUT_NORM_METADATA_KEY, fit_head_to_support, norm_metadata
 from tal.predict import blob_metadata
-from tal.specs import GPT2Spec, SpecError, ViTSpec, parse_arch
 from tal.tasks import TaskData
 
 Spec = ViTSpec | GPT2Spec
@@ -50,8 +46,7 @@ class BlobRequest:
     task: str | None
     format: str
     dtype: str
-    seed: int
-    head: str = HEAD_PREDICTED  # or HEAD_DISCRIMINANT: fitted to the task's images
+    head: ServedHead = HEAD_PREDICTED  # or HEAD_DISCRIMINANT: fitted to the task's images
 
     @property
     def family(self) -> str:
@@ -63,7 +58,7 @@ class BlobRequest:
 
 
 def validate_request(
-    arch: object, task: str | None, fmt: str, dtype: str, seed: int, max_params: int
+    arch: object, task: str | None, format: str, dtype: str, max_params: int
 ) -> BlobRequest:
     """Parses the architecture and checks its size before anything is allocated.
 
@@ -72,7 +67,7 @@ def validate_request(
     """
     try:
         spec = parse_arch(arch)  # type: ignore[arg-type]
-        check_format(spec, fmt)
+        check_format(spec, format)
     except SpecError as exc:
         raise InvalidInput(f"arch: {exc}") from exc
     except Exception as exc:  # anything a client can send must end as 422, never 500
@@ -84,7 +79,7 @@ def validate_request(
             f"arch: {num_params:,} parameters exceed this server's limit of {max_params:,}; "
             "use a smaller spec"
         )
-    return BlobRequest(spec, num_params, task, fmt, dtype, seed)
+    return BlobRequest(spec, num_params, task, format, dtype)
 
 
 def predict_blob(
@@ -106,12 +101,9 @@ def predict_blob(
         embedding,
         request.format,  # type: ignore[arg-type]
         FITTING_DTYPE if support is not None else request.dtype,
-        request.seed,
     )
     predicted = ready = time.perf_counter()
-    metadata = blob_metadata(
-        request.spec, request.task, request.format, request.dtype, request.seed, learngene
-    )
+    metadata = blob_metadata(request.spec, request.task, request.format, request.dtype, learngene)
     metadata[HEAD_METADATA_KEY] = request.head
     if support is None:
         tensors = _to_cpu(tensors)
@@ -183,7 +175,6 @@ class Predictor:
             task_hash(task.embedding),
             request.format,
             request.dtype,
-            request.seed,
             head,
         ).digest()
 

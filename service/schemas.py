@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tal.arch.formats import OutputDType, OutputFormat
+from tal.heads.choice import HeadChoice
 
 TASK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-MAX_SEED = 2**32 - 1
+RETIRED_SEED_MESSAGE = (
+    "seed is retired: the predicted weights do not depend on a seed (the decoder has no random "
+    "part, so every seed gave the same weights); leave the field out"
+)
 MAX_EMBEDDING_VALUES = 65_536
 NAME_PATTERN = TASK_NAME_PATTERN
 
@@ -32,22 +38,28 @@ class InitializeRequest(BaseModel):
     task: str | None = Field(
         None, max_length=128, description="task name (GET /v1/tasks); null = unconditioned"
     )
-    format: Literal["timm", "hf"] = Field("timm", description="tensor names: timm or transformers")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    seed: int = Field(
-        0,
-        ge=0,
-        le=MAX_SEED,
-        description="seed of the full-rank residual, for checkpoints whose decoder has one (the "
-        "shipped tal-default since 2026.11.28.1 has none: every seed gives the same weights)",
+    format: OutputFormat = Field("timm", description="tensor names: timm or transformers")
+    dtype: OutputDType = "float32"
+    seed: int | None = Field(
+        None,
+        deprecated=True,
+        description="retired: predicted weights do not depend on a seed, so only 0 (or leaving "
+        "the field out) is accepted",
     )
-    head: Literal["auto", "predicted", "discriminant"] = Field(
+    head: HeadChoice = Field(
         "auto",
         description="the classifier head: 'discriminant' fits it to the labelled images of a "
         "task registered from an .npz (closed form; the blob's tal.input_norm says how to "
         "normalise inputs for it), 'predicted' keeps the hypernetwork's, 'auto' fits one "
         "where the task has images and the arch is a ViT with the task's num_classes",
     )
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_is_retired(cls, seed: int | None) -> int | None:
+        if seed not in (None, 0):
+            raise ValueError(RETIRED_SEED_MESSAGE)
+        return seed
 
 
 class TaskVector(BaseModel):

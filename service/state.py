@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from service.cache.memory import MemoryLRU
 from service.cache.redis_tier import RedisTier
 from service.cache.tiered import TieredCache
+from service.checkpoints import ModelManager
 from service.core.config import Settings
 from service.core.logging import RateLimitedLog
-from service.models import ModelManager
 from service.predictor import Predictor
-from service.tasks import TaskRegistry
+from service.task_registry import TaskRegistry
 
 
 @dataclass

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from service.core.errors import InvalidInput, TooLarge
-from tal.specs import ViTSpec
+from tal.arch.specs import ViTSpec
 from tal.tasks import TaskData, load_npz
 
 NPZ_SUFFIX = ".npz"

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from tal import io
+from tal.heads.choice import HEAD_AUTO
 
 DEFAULT_TIMEOUT_SECONDS = 300.0
 DEFAULT_RETRIES = 5
@@ -39,7 +40,6 @@ STREAM_CHUNK_BYTES = 1 << 20
 CACHE_KEY_HEX_CHARS = 32
 NOT_MODIFIED = 304
 BLOB_SUFFIX = ".safetensors"
-HEAD_AUTO = "auto"  # POST /v1/initialize's default head
 ETAG_SUFFIX = ".etag"
 RETRYABLE_ERRORS = (httpx.TransportError,)
 
@@ -71,14 +71,14 @@ class RetryPolicy:
 
 
 def initialize_body(
-    arch: object, task: str | None, format: str, dtype: str, seed: int, head: str = HEAD_AUTO
+    arch: object, task: str | None, format: str, dtype: str, head: str = HEAD_AUTO
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/initialize`` (``arch``: spec dict, timm name or HF config).
     ``head`` is sent only when it is not the server's default, so servers that predate it
     still answer."""
     if hasattr(arch, "model_dump"):
-        arch = arch.model_dump(mode="json")  # a tal.specs spec object
-    body = {"arch": arch, "task": task, "format": format, "dtype": dtype, "seed": seed}
+        arch = arch.model_dump(mode="json")  # a tal.arch.specs spec object
+    body = {"arch": arch, "task": task, "format": format, "dtype": dtype}
     if head != HEAD_AUTO:
         body["head"] = head
     return body
@@ -246,13 +246,12 @@ class TALClient(_Common):
         task: str | None = None,
         format: str = "timm",
         dtype: str = "float32",
-        seed: int = 0,
         out: str | Path | None = None,
         head: str = HEAD_AUTO,
     ) -> bytes | Path:
         """The blob (bytes), or the path ``out`` it was streamed to. ``head``: ``"auto"``,
         ``"predicted"`` or ``"discriminant"`` (fitted to a task registered from images)."""
-        body = initialize_body(arch, task, format, dtype, seed, head)
+        body = initialize_body(arch, task, format, dtype, head)
         headers = {}
         etag = self.cache.etag(body)
         if etag:
@@ -374,13 +373,12 @@ class AsyncTALClient(_Common):
         task: str | None = None,
         format: str = "timm",
         dtype: str = "float32",
-        seed: int = 0,
         out: str | Path | None = None,
         head: str = HEAD_AUTO,
     ) -> bytes | Path:
         """The blob (bytes), or the path ``out`` it was streamed to. ``head``: ``"auto"``,
         ``"predicted"`` or ``"discriminant"`` (fitted to a task registered from images)."""
-        body = initialize_body(arch, task, format, dtype, seed, head)
+        body = initialize_body(arch, task, format, dtype, head)
         etag = self.cache.etag(body)
         headers = {"If-None-Match": etag} if etag else {}
         response, result = await self._request(

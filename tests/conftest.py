@@ -14,6 +14,6 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def fresh_learngene():
-    from tal.learngene import Learngene
+    from tal.checkpoints.learngene import Learngene
 
     return Learngene.fresh()

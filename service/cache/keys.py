@@ -30,15 +30,13 @@ class BlobKey:
     task_hash: str
     format: str
     dtype: str
-    seed: int
     head: str  # "predicted", or "discriminant:<support digest>"
 
     def digest(self) -> str:
         text = "|".join(
             (self.model_version, self.spec_hash, self.task_hash, self.format, self.dtype)
         )
-        text = f"{text}|{self.head}"
-        return hashlib.sha256(f"{text}|{self.seed}".encode()).hexdigest()[:KEY_HEX_CHARS]
+        return hashlib.sha256(f"{text}|{self.head}".encode()).hexdigest()[:KEY_HEX_CHARS]
 
 
 def blob_etag(key: str, producer: str) -> str:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tal.training.config import TASK_EMBEDDING_EXAMPLES
+from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
 
 SETTINGS_FILE_ENV = "TAL_SETTINGS_FILE"
 KIB = 1 << 10
@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     max_head_fit_gflop: float = Field(
         DEFAULT_MAX_HEAD_FIT_GFLOP,
         ge=0,
-        description="largest forward pass over a task's images (GFLOP, tal.new_task."
+        description="largest forward pass over a task's images (GFLOP, tal.heads.support."
         "head_fit_gflop) a head is fitted for; above it 'auto' keeps the predicted head",
     )
     max_local_task_supports: int = Field(

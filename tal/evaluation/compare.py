@@ -102,8 +102,9 @@ def compare_results(before: dict[str, Any], after: dict[str, Any]) -> Comparison
 def _environment_differences(
     before: dict[str, Any] | None, after: dict[str, Any] | None
 ) -> list[tuple[str, Any, Any]]:
-    """Fields of tal.environment that differ; one ``("recorded", ...)`` row when only one run
-    (or neither) recorded its machine, since then nothing says the two are comparable."""
+    """Fields of the recorded machines (``tal.checkpoints.provenance``) that differ; one
+    ``("recorded", ...)`` row when only one run (or neither) recorded its machine, since then
+    nothing says the two are comparable."""
     if not before or not after:
         return [("recorded", bool(before), bool(after))]
     return [
@@ -148,7 +149,7 @@ def format_comparison(comparison: Comparison, before_name: str, after_name: str)
             "",
             "The runs' machines differ (or were not recorded). A different CPU kernel path "
             "changes trained weights: read about a point in an untrained mean, and a few on one "
-            "task, as run-to-run spread (docs/ablations.md, rounds 9-10).",
+            "task, as run-to-run spread (docs/lab/ablations.md).",
             "",
             "| field | before | after |",
             "| --- | --- | --- |",

@@ -8,13 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
 from tal.evaluation.finetune import FinetuneRecipe
-from tal.training.config import (
-    CPU_STAGE2_DISTILLATION,
-    CPU_STAGE2_STEPS,
-    CPU_STAGE2_TASK_TEMPERATURE,
-    TASK_EMBEDDING_EXAMPLES,
-)
+from tal.training.recipe import CPU_RECIPE, DistillTarget
 
 RANDOM_INIT = "random"  # the baseline: timm's default initialisation, fine-tuned as it is
 UnseenHead = Literal["predicted", "discriminant"]
@@ -28,30 +24,30 @@ class EvalConfig(BaseModel):
     ancestry_run: Path = Field(Path("runs/default"), description="where `tal train ancestry` ran")
     output_dir: Path = Path("docs")
     methods: tuple[str, ...] = METHODS
-    library: str = "cpu"
-    plus_library: str = "cpu-plus"
-    stage1_steps: int = Field(1200, ge=1)
-    stage2_steps: int = Field(CPU_STAGE2_STEPS, ge=1)
+    library: str = CPU_RECIPE.library
+    plus_library: str = CPU_RECIPE.plus_library
+    stage1_steps: int = Field(CPU_RECIPE.stage1_steps, ge=1)
+    stage2_steps: int = Field(CPU_RECIPE.stage2_steps, ge=1)
     check_every: int | None = Field(
         None,
         ge=1,
         description="steps between the held-out checks during training (default: each stage's end)",
     )
-    meta_batch: int = Field(4, ge=1)
-    batch_size: int = Field(64, ge=1)
+    meta_batch: int = Field(CPU_RECIPE.meta_batch, ge=1)
+    batch_size: int = Field(CPU_RECIPE.batch_size, ge=1)
     data_limit: int | None = Field(None, description="examples per task and split for training")
     test_examples: int = Field(2000, ge=1, description="test images per task (untrained acc)")
     finetune_examples: int = Field(5000, ge=1, description="training images per task (finetune)")
     finetune_tasks: tuple[str, ...] | None = None  # None: every task
     epochs: int = Field(10, ge=1)
     stage2_task_temperature: float = Field(
-        CPU_STAGE2_TASK_TEMPERATURE,
+        CPU_RECIPE.stage2_task_temperature,
         gt=0,
         le=1,
         description="stage 2 samples tasks ~ (n_i/N)^T, for every method alike",
     )
-    stage2_distillation: Literal["features", "logits"] = Field(
-        CPU_STAGE2_DISTILLATION,
+    stage2_distillation: DistillTarget = Field(
+        CPU_RECIPE.stage2_distillation,
         description="what stage 2 of TAL and TAL+ distils from the ancestry (DISTILLATIONS); "
         "stage 1 distils features; the GHN-3 and LoGAH styles train on labels only",
     )
@@ -62,12 +58,12 @@ class EvalConfig(BaseModel):
         ge=0,
         description="fine-tuning's learning rate rises linearly over these first epochs, then "
         "follows the cosine (tal.evaluation.finetune.warmup_cosine_schedule); 0: cosine from "
-        "the first step, as before 2026-12-03",
+        "the first step",
     )
     calibrate_head: bool = Field(
         True,
         description="before fine-tuning, scale each predicted classifier head by the factor in "
-        "[0, 1] that fits the first calibration_examples training images (tal.head_calibration); "
+        "[0, 1] that fits the first calibration_examples training images (tal.heads.calibration); "
         "random init keeps timm's default head (see recipe_for)",
     )
     calibration_examples: int = Field(
@@ -77,7 +73,7 @@ class EvalConfig(BaseModel):
         "discriminant",
         description="the unseen task's classifier head: as predicted, or the discriminant head "
         "fitted on the features of its first calibration_examples training images, the images "
-        "behind its task embedding (tal.discriminant_head; no gradient step). Untrained, every "
+        "behind its task embedding (tal.heads.discriminant; no gradient step). Untrained, every "
         "method gets it (the predicted head's accuracy is kept beside it); fine-tuned, every "
         "method but random init, which starts from timm's default as it is",
     )
@@ -105,7 +101,7 @@ class EvalConfig(BaseModel):
         """The recipe one method is fine-tuned with: ``recipe``, except that random init, the
         baseline, starts from timm's default initialisation as it is. Calibrating its head
         fitted a zero head on most tasks, which lowered its fine-tuned accuracy (Fashion-MNIST
-        56.0% -> 47.7% at 4 epochs; docs/ablations.md, round 9)."""
+        56.0% -> 47.7% at 4 epochs; docs/lab/ablations.md)."""
         if method == RANDOM_INIT:
             return replace(self.recipe, calibrate_head=False)
         return self.recipe

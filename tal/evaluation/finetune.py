@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tal.head_calibration import HeadCalibration, calibrate_head
+from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
+from tal.heads.calibration import HeadCalibration, calibrate_head
 from tal.tasks import TaskData
-from tal.training.config import TASK_EMBEDDING_EXAMPLES
 
 EVAL_BATCH = 512
 
@@ -22,7 +22,7 @@ class FinetuneRecipe:
     lr: float = 5e-4
     weight_decay: float = 0.05
     label_smoothing: float = 0.0
-    calibrate_head: bool = False  # scale the head first (tal.head_calibration)
+    calibrate_head: bool = False  # scale the head first (tal.heads.calibration)
     calibration_examples: int = TASK_EMBEDDING_EXAMPLES  # the first this many fit the scale
     warmup_epochs: int = 0  # the learning rate rises linearly to ``lr`` over these epochs
 
@@ -57,7 +57,7 @@ def warmup_cosine_schedule(
 
     Adam's first updates are about ``lr`` per weight whatever the gradient's size, and from a
     predicted initialisation on a small task a few such steps undid what the prediction gave
-    (docs/ablations.md, round 12).
+    (docs/lab/ablations.md).
     """
     if not 0 <= warmup_steps < total_steps:
         raise ValueError(

@@ -251,12 +251,12 @@ def _environment_lines(results: dict[str, Any]) -> list[str]:
         f"{environment['torch_threads']} torch thread(s), torch {environment['torch']}"
         + (f", {environment['cuda_device']}" if environment.get("cuda_device") else "")
         + ". A different CPU kernel path changes trained hypernetworks' weights "
-        "(docs/ablations.md, round 10).",
+        "(docs/lab/ablations.md: the CPU kernel path).",
     ]
 
 
 def _schedule(recipe: dict[str, Any]) -> str:
-    """The learning-rate schedule in words (no warm-up in results written before 2026-12-03)."""
+    """The learning-rate schedule in words (older results files record no warm-up)."""
     warmup = recipe.get("warmup_epochs", 0)
     if not warmup:
         return "cosine"
@@ -280,7 +280,7 @@ def _unseen_task_lines(results: dict[str, Any], derived: dict[str, Any]) -> list
         "of its training images."
         + (
             f" Its classifier head is the discriminant head fitted on the features of the same "
-            f"{examples} images (`tal.discriminant_head`: shrinkage LDA, scaled to its "
+            f"{examples} images (`tal.heads.discriminant`: shrinkage LDA, scaled to its "
             "out-of-fold confidence; no gradient step), for "
             "every method untrained and for every method but random init fine-tuned; the "
             "predicted head's untrained accuracy (timm's default head for random) is beside it."
@@ -392,7 +392,7 @@ def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> No
         lines += [
             "",
             "Missed targets: what was tried and what limits them is in the repository's "
-            "`docs/ablations.md`.",
+            "`docs/lab/ablations.md`.",
         ]
     lines += [
         "",
@@ -439,7 +439,7 @@ def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> No
         + (
             " Every predicted classifier head is first scaled by the factor in [0, 1] that "
             f"fits the first {recipe['calibration_examples']} training images best "
-            "(`tal.head_calibration`; untrained accuracy is measured without it); random init "
+            "(`tal.heads.calibration`; untrained accuracy is measured without it); random init "
             "is fine-tuned from timm's default initialisation as it is."
             if recipe.get("calibrate_head")
             else ""

@@ -15,21 +15,22 @@ from typing import Any
 
 import torch
 
-from tal.ancestry import Ancestry
-from tal.discriminant_head import fit_discriminant_head
-from tal.environment import describe_environment
+from tal.arch.specs import ViTSpec
+from tal.arch.target_models import build_model
+from tal.checkpoints.ancestry import Ancestry
+from tal.checkpoints.learngene import Learngene
+from tal.checkpoints.provenance import describe_environment
 from tal.evaluation.config import RANDOM_INIT, EvalConfig
 from tal.evaluation.finetune import accuracy, finetune
 from tal.evaluation.schema import EvalResults, FinetuneResults
-from tal.learngene import Learngene
-from tal.models import build_model
-from tal.specs import ViTSpec
+from tal.heads.discriminant import fit_discriminant_head
 from tal.tasks import TaskData, held_out_task, list_tasks, load_task
 from tal.training.ancestry_trainer import ARTIFACT_DIR, load_ancestry_artifacts, task_accuracy
-from tal.training.config import DISTILLATIONS, HypernetTrainConfig
+from tal.training.config import HypernetTrainConfig
 from tal.training.distributed import DistInfo
 from tal.training.hypernet_trainer import HypernetTrainer
 from tal.training.libraries import build_library
+from tal.training.recipe import CPU_RECIPE, DISTILLATIONS, DistillTarget
 
 DEEPER_BY = 2  # the "deeper than anything in training" architecture adds this many blocks
 PREDICTION_REPEATS = 3
@@ -42,7 +43,7 @@ class MethodRecipe:
     distils: bool  # learns from the ancestry (TAL), or from the labels only (GHN-3, LoGAH)
     task_conditioning: bool
 
-    def loss_fields(self, distillation: str) -> dict[str, Any]:
+    def loss_fields(self, distillation: DistillTarget) -> dict[str, Any]:
         """HypernetTrainConfig's loss fields for a stage that would distil ``distillation``."""
         return asdict(DISTILLATIONS[distillation]) if self.distils else {"distill_weight": 0.0}
 
@@ -53,7 +54,6 @@ RECIPES = {
     "tal": MethodRecipe("tal", "library", distils=True, task_conditioning=True),
     "tal+": MethodRecipe("tal", "plus_library", distils=True, task_conditioning=True),
 }
-STAGE1_DISTILLATION = "features"  # the authors' (docs/ablations.md, round 5: logits within noise)
 
 
 def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learngene, float]:
@@ -75,7 +75,7 @@ def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learng
         HypernetTrainConfig(
             stage=1,
             steps=config.stage1_steps,
-            **recipe.loss_fields(STAGE1_DISTILLATION),
+            **recipe.loss_fields(CPU_RECIPE.stage1_distillation),
             **common,
         ),
         dist,
@@ -151,7 +151,7 @@ def initial_model(
     model = build_model(spec, "timm")
     if learngene is not None:
         task_input = task if learngene.hypernet.config.encoder.task_conditioning else None
-        model.load_state_dict(learngene.predict(spec, task=task_input, seed=seed), strict=True)
+        model.load_state_dict(learngene.predict(spec, task=task_input), strict=True)
     return model
 
 

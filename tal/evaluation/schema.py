@@ -20,12 +20,12 @@ class Curve(BaseModel):
     train_loss: list[float]
     test_accuracy: list[float]
     head_calibration: dict[str, float] | None = Field(
-        None, description="scale, loss_before, loss_after (tal.head_calibration); None: not run"
+        None, description="scale, loss_before, loss_after (tal.heads.calibration); None: not run"
     )
     discriminant_head: dict[str, float] | None = Field(
         None,
         description="examples, classes, support_accuracy of the head fitted before calibration "
-        "(tal.discriminant_head); None: the head was not replaced",
+        "(tal.heads.discriminant); None: the head was not replaced",
     )
 
 
@@ -49,12 +49,12 @@ class EvalResults(BaseModel):
     ancestry_test_accuracy: dict[str, float] = Field(
         default_factory=dict,
         description="task -> the ancestry's accuracy on the test images the methods are scored "
-        "on, for the tasks it learned (absent from runs before 2026-12-02)",
+        "on, for the tasks it learned (absent from older runs)",
     )
     environment: dict[str, Any] = Field(
         default_factory=dict,
-        description="the machine of the measuring run (tal.environment.describe_environment; "
-        "absent from runs before 2026-12-03)",
+        description="the machine of the measuring run "
+        "(tal.checkpoints.provenance.describe_environment; absent from older runs)",
     )
     training_seconds: dict[str, float]
     prediction_ms: dict[str, dict[str, float]]
@@ -63,6 +63,6 @@ class EvalResults(BaseModel):
         default_factory=dict,
         description="method -> architecture -> the unseen task's untrained accuracy with the "
         "head as predicted (timm's for random); filled when untrained_accuracy holds the "
-        "discriminant head's (config unseen_head; absent from runs before 2026-12-03)",
+        "discriminant head's (config unseen_head; absent from older runs)",
     )
     finetune: FinetuneResults

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-BasisKind = Literal["fourier", "relative", "periodic"]
-FrequencyKind = Literal["uniform", "stratified"]
+BasisKind = Literal["relative", "periodic"]
 
 
 @dataclass(frozen=True)
@@ -25,35 +24,39 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """How a node embedding becomes a tensor ``W = s * (a * P_rows C P_cols^T + b * noise)``.
+    """How a node embedding becomes a tensor ``W = s * P_rows C P_cols^T``
+    (``tal.hypernet.decoder``).
 
-    ``basis="relative"`` (ours since version 2026.11.28.1): ``P(n)`` are cosines of the relative
-    index ``(i + 1/2) / n`` (a cut DCT-II), so a core means nearly the same function at every
-    width, any size works with no cap and no row repeats. ``basis="fourier"`` (the first
-    checkpoints): fixed random Fourier features of the absolute index. ``basis="periodic"`` with
-    a full core is
+    ``basis="relative"`` (ours, the default): ``P(n)`` are cosines of the relative index
+    ``(i + 1/2) / n`` (a cut DCT-II), so a core means nearly the same function at every width,
+    any size works with no cap and no row repeats. ``basis="periodic"`` with a full core is
     GHN-3's tiling of a ``basis_size x basis_size`` chunk; with ``core_rank`` it is LoGAH's
-    low-rank ``A @ B`` cut from ``basis_size`` (tiled beyond it). ``residual_noise`` adds a seeded,
-    full-rank hash-lattice component whose share of the variance the decoder predicts.
+    low-rank ``A @ B`` cut from ``basis_size`` (tiled beyond it). ``span_scaling`` scales the
+    structured part by ``sqrt(rank / fan_in)`` so that it has the fan-in gain on the inputs it
+    sees (those in its row space) instead of on isotropic ones.
     """
 
-    basis: BasisKind = "fourier"
+    basis: BasisKind = "relative"
     basis_size: int = 64
     core_rank: int | None = None  # None: full basis_size x basis_size core
     hidden: int = 128
-    residual_noise: bool = True
-    min_noise_fraction: float = 0.1
-    # share of the variance in the residual before training (the noise logit's initial bias);
-    # None: halfway between min_noise_fraction and 1 (the first checkpoints' behaviour)
-    initial_noise_fraction: float | None = None
-    basis_seed: int = 0
-    # Fourier frequencies: "uniform" draws all d in (0, pi) independently (the first
-    # checkpoints); "stratified" draws one in each of d equal sub-intervals, which keeps P(n)
-    # well conditioned at small n (condition number 9 instead of 215 at n = 48, d = 64)
-    frequencies: FrequencyKind = "uniform"
-    # scale the structured part by sqrt(rank / fan_in) so that it has the fan-in gain on the
-    # inputs it sees (those in its row space) instead of on isotropic ones
-    span_scaling: bool = False
+    span_scaling: bool = True
+
+    def __post_init__(self) -> None:
+        if self.basis not in get_args(BasisKind):
+            choices = list(get_args(BasisKind))
+            raise ValueError(f"basis must be one of {choices}, not {self.basis!r}")
+
+
+# Fields of earlier checkpoints' decoder configs and the only values this code implements
+# (their other values named decoders that no checkpoint in the store uses any more).
+RETIRED_DECODER_FIELDS: dict[str, object] = {
+    "residual_noise": False,
+    "min_noise_fraction": None,  # any value: meaningless without the residual
+    "initial_noise_fraction": None,
+    "basis_seed": None,
+    "frequencies": None,
+}
 
 
 def check_decoder_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -77,9 +80,11 @@ class HypernetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HypernetConfig:
+        """The config a checkpoint's manifest records; fields of retired decoders are accepted
+        only with the value this code implements (ValueError naming them otherwise)."""
         return cls(
             encoder=EncoderConfig(**data.get("encoder", {})),
-            decoder=DecoderConfig(**data.get("decoder", {})),
+            decoder=DecoderConfig(**_current_decoder_fields(data.get("decoder", {}))),
             init_seed=data.get("init_seed", 0),
         )
 
@@ -88,25 +93,34 @@ class HypernetConfig:
         return cls.from_dict(json.loads(text))
 
 
+def _current_decoder_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    current = {k: v for k, v in fields.items() if k not in RETIRED_DECODER_FIELDS}
+    retired = {
+        k: v
+        for k, v in fields.items()
+        if k in RETIRED_DECODER_FIELDS and RETIRED_DECODER_FIELDS[k] not in (None, v)
+    }
+    if retired:
+        raise ValueError(
+            f"this checkpoint uses a retired decoder ({retired}); this version of tal predicts "
+            "only with decoders without the seeded residual"
+        )
+    return current
+
+
 _NO_TASK = EncoderConfig(task_conditioning=False)
 
 PRESETS: dict[str, HypernetConfig] = {
-    # Measured at CPU scale (docs/ablations.md, round 4): the relative-index basis with span
-    # scaling and no residual gave 71-73% held-out untrained Fashion-MNIST accuracy at 400
-    # steps, against 50-52% for the GHN-3 preset and 33-40% for the previous Fourier preset;
-    # a residual of even 1% of the variance cost 7 points.
-    "tal": HypernetConfig(
-        decoder=DecoderConfig(basis="relative", span_scaling=True, residual_noise=False)
-    ),
+    # ours: the relative-index basis with span scaling, task-conditioned (the defaults; measured
+    # against the GHN-3 and LoGAH styles in docs/results.md)
+    "tal": HypernetConfig(),
     "ghn3": HypernetConfig(
         encoder=_NO_TASK,
-        decoder=DecoderConfig(basis="periodic", basis_size=64, residual_noise=False),
+        decoder=DecoderConfig(basis="periodic", basis_size=64, span_scaling=False),
     ),
     "logah": HypernetConfig(
         encoder=_NO_TASK,
-        decoder=DecoderConfig(
-            basis="periodic", basis_size=1024, core_rank=16, residual_noise=False
-        ),
+        decoder=DecoderConfig(basis="periodic", basis_size=1024, core_rank=16, span_scaling=False),
     ),
 }
 

@@ -2,17 +2,14 @@
 
 A matrix slot with logical shape ``(rows, cols)`` is
 
-    W = s * ( a * L R / rms(L R)  +  b * sqrt(12) * (frac(u v^T) - 1/2) )
+    W = s * L R / rms(L R)
 
 * ``L = P(rows) A`` ``(rows, r)`` and ``R = (P(cols) B)^T`` ``(r, cols)``, where ``P(n)`` is a
-  row basis (``(n, d)``: cosines of the relative index, random Fourier features of the index,
-  or GHN-3 / LoGAH periodic one-hot rows) and ``A``, ``B`` are the predicted core factors.
-  ``rms`` is computed exactly from the ``r x r`` Gram matrices, so the structured part has unit
-  RMS without a pass over ``W``; with ``span_scaling`` its amplitude is further multiplied by
-  ``sqrt(k / cols)`` (``k`` its rank bound), the fan-in gain on the inputs it reads.
-* ``frac(u v^T)`` is a seeded hash lattice (``u``, ``v`` uniform in ``[HASH_LOW, HASH_HIGH)``):
-  full rank, uniform on [0, 1), one outer product to make. Its share ``b^2`` of the variance is
-  predicted (at least ``min_noise_fraction``), ``a^2 = 1 - b^2``.
+  row basis (``(n, d)``: cosines of the relative index, or GHN-3 / LoGAH periodic one-hot
+  rows) and ``A``, ``B`` are the predicted core factors. ``rms`` is computed exactly from the
+  ``r x r`` Gram matrices, so ``L R / rms`` has unit RMS without a pass over ``W``; with
+  ``span_scaling`` the amplitude is further multiplied by ``sqrt(k / cols)`` (``k`` the rank
+  bound), the fan-in gain on the inputs it reads.
 * ``s`` is ``sqrt(gain / fan_in)`` (weights) or ``EMBEDDING_STD`` (embeddings) times a
   predicted factor in ``[1 / GAIN_RANGE, GAIN_RANGE]``.
 
@@ -30,22 +27,22 @@ from collections import OrderedDict, defaultdict
 import torch
 from torch import nn
 
-from tal.formats import ExportPiece, ExportPlan
-from tal.graph import ParamKind, ParamSlot
+from tal.arch.formats import ExportPiece, ExportPlan
+from tal.arch.graph import ParamKind, ParamSlot
 from tal.hypernet.arena import OUTPUT_POOL
-from tal.hypernet.config import DecoderConfig, FrequencyKind
+from tal.hypernet.config import DecoderConfig
 
 EMBEDDING_STD = 0.02  # timm / Hugging Face convention for token, position and class embeddings
 GAIN_RANGE = 4.0
 BIAS_LIMIT = 0.5
 NORM_SCALE_RANGE = 1.0  # norm scales live in (1 - range, 1 + range)
-HASH_LOW, HASH_HIGH = 64.0, 128.0
-UNIFORM_TO_UNIT_VARIANCE = math.sqrt(12.0)
 RMS_EPS = 1e-8
+# The scalar head's outputs: the log-gain, then the share of a retired residual that the
+# checkpoints' weights still carry (unused; a width-1 head would round the log-gain differently)
+SCALAR_OUTPUTS = 2
 BASIS_CACHE_ENTRIES = 64
-# Elements of a group composed per pass (4 MiB of float32, the L2 cache of our 2 cores): the
-# noise stays in cache between the three kernels that compose it. Measured on ViT-B: 0.90x the
-# time of per-slot composition, against 0.98x with 4x this and 0.99x with whole groups.
+# Elements of a group composed per batched product (4 MiB of float32, the L2 cache of our 2
+# cores) when the output is float32 and written in place.
 COMPOSE_CHUNK_ELEMENTS = 2**20
 
 
@@ -92,21 +89,9 @@ class CosineBasis(nn.Module):
         return self._cache[key]
 
 
-class FourierBasis(CosineBasis):
-    """Random Fourier features of the absolute index: ``w`` in (0, pi), ``phi`` in (0, 2 pi)."""
-
-    def __init__(self, size: int, seed: int, frequencies: FrequencyKind = "uniform") -> None:
-        generator = torch.Generator().manual_seed(seed)
-        draws = torch.rand(size, generator=generator, dtype=torch.float64)
-        if frequencies == "stratified":  # one frequency in each (k pi / d, (k + 1) pi / d)
-            draws = (torch.arange(size, dtype=torch.float64) + draws) / size
-        phase = torch.rand(size, generator=generator, dtype=torch.float64) * 2 * math.pi
-        super().__init__(draws * math.pi, phase, relative=False)
-
-
 class RelativeBasis(CosineBasis):
     """``P(n)[i, k] = sqrt(2 / d) * cos(pi (k + 1) (i + 1/2) / n)``: cosines of the *relative*
-    index ``(i + 1/2) / n``, frequencies 1 to ``d`` (``seed`` and ``frequencies`` unused).
+    index ``(i + 1/2) / n``, frequencies 1 to ``d``.
 
     The DCT-II basis of length ``n`` without its constant row, cut to ``d`` frequencies
     (orthogonal columns for ``n > d``). A tensor of width ``2n`` samples the same ``d`` smooth
@@ -117,7 +102,7 @@ class RelativeBasis(CosineBasis):
     block.
     """
 
-    def __init__(self, size: int, seed: int, frequencies: FrequencyKind = "uniform") -> None:
+    def __init__(self, size: int) -> None:
         frequency = torch.arange(1, size + 1, dtype=torch.float64) * math.pi
         super().__init__(frequency, torch.zeros(size, dtype=torch.float64), relative=True)
 
@@ -125,7 +110,7 @@ class RelativeBasis(CosineBasis):
 class PeriodicBasis(nn.Module):
     """``P(n)[i]`` = one-hot of ``i mod d``: rows of the core repeat every ``d`` (tiling)."""
 
-    def __init__(self, size: int, seed: int, frequencies: FrequencyKind = "uniform") -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
 
@@ -140,11 +125,7 @@ class PeriodicBasis(nn.Module):
         return torch.diag(torch.bincount(index, minlength=self.size).to(dtype))
 
 
-BASES: dict[str, type[nn.Module]] = {
-    "fourier": FourierBasis,
-    "relative": RelativeBasis,
-    "periodic": PeriodicBasis,
-}
+BASES: dict[str, type[nn.Module]] = {"relative": RelativeBasis, "periodic": PeriodicBasis}
 
 
 class ParamDecoder(nn.Module):
@@ -162,14 +143,11 @@ class ParamDecoder(nn.Module):
         )
         self.core_head = nn.Linear(config.hidden, core_outputs)
         self.vector_head = nn.Linear(config.hidden, d)
-        self.scalar_head = nn.Linear(config.hidden, 2)  # (log-gain, noise logit)
+        self.scalar_head = nn.Linear(config.hidden, SCALAR_OUTPUTS)
         for head in (self.vector_head, self.scalar_head):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        if config.initial_noise_fraction is not None:
-            with torch.no_grad():
-                self.scalar_head.bias[1] = _noise_logit(config)
-        self.basis = BASES[config.basis](d, config.basis_seed, config.frequencies)
+        self.basis = BASES[config.basis](d)
 
     def _cores(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(S, hidden)`` -> factors ``A (S, d, r)`` and ``B (S, d, r)`` with ``C = A B^T``;
@@ -181,27 +159,21 @@ class ParamDecoder(nn.Module):
         a, b = raw.view(slots, 2, d, self.rank).unbind(1)
         return a, b
 
-    def _scales(
-        self, slots: list[ParamSlot], scalars: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-slot structured and noise amplitudes ``(S,)``, before the rms normalisation."""
+    def _scales(self, slots: list[ParamSlot], log_gain: torch.Tensor) -> torch.Tensor:
+        """Per-slot amplitudes ``(S,)`` from the raw log-gains ``(S,)``, before the rms
+        normalisation."""
         base = torch.tensor(
             [
                 EMBEDDING_STD if s.kind == ParamKind.EMBEDDING else math.sqrt(s.gain / s.fan_in)
                 for s in slots
             ],
-            device=scalars.device,
-            dtype=scalars.dtype,
+            device=log_gain.device,
+            dtype=log_gain.dtype,
         )
-        std = base * torch.exp(math.log(GAIN_RANGE) * torch.tanh(scalars[:, 0]))
-        structured_std = std
+        std = base * torch.exp(math.log(GAIN_RANGE) * torch.tanh(log_gain))
         if self.config.span_scaling:
-            structured_std = std * self._span_factors(slots, std)
-        if not self.config.residual_noise:
-            return structured_std, torch.zeros_like(std)
-        floor = self.config.min_noise_fraction
-        noise_fraction = floor + (1 - floor) * torch.sigmoid(scalars[:, 1])
-        return structured_std * torch.sqrt(1 - noise_fraction), std * torch.sqrt(noise_fraction)
+            std = std * self._span_factors(slots, std)
+        return std
 
     def _span_factors(self, slots: list[ParamSlot], like: torch.Tensor) -> torch.Tensor:
         """``sqrt(k / cols)`` per slot ``(S,)`` on ``like``'s device and dtype, ``k`` the structured
@@ -228,7 +200,6 @@ class ParamDecoder(nn.Module):
         self,
         nodes: torch.Tensor,
         plan: ExportPlan,
-        seed: int = 0,
         dtype: torch.dtype = torch.float32,
     ) -> dict[str, torch.Tensor]:
         """Decodes every slot of ``plan`` (differentiable when grad is enabled).
@@ -239,8 +210,7 @@ class ParamDecoder(nn.Module):
 
         Args:
             nodes: ``(N, node_dim)`` node embeddings from the encoder.
-            plan: output names, row ranges and shapes (``tal.formats.export_plan``).
-            seed: seeds the hash-lattice residual; same inputs and seed give the same bytes.
+            plan: output names, row ranges and shapes (``tal.arch.formats.export_plan``).
             dtype: output dtype (computation is float32).
 
         Returns:
@@ -250,7 +220,7 @@ class ParamDecoder(nn.Module):
         node_index = torch.tensor([s.node for s in slots], device=nodes.device)
         kind_index = torch.tensor([int(s.kind) for s in slots], device=nodes.device)
         hidden = self.trunk(nodes[node_index] + self.kind_embedding(kind_index))
-        scalars = self.scalar_head(hidden)
+        log_gain = self.scalar_head(hidden)[:, 0]
         vectors = self.vector_head(hidden)
         vector_groups: dict[int, list[int]] = defaultdict(list)
         matrix_groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
@@ -263,14 +233,13 @@ class ParamDecoder(nn.Module):
         writer = _OutputWriter(
             plan, groups, dtype, nodes.device, in_place=not torch.is_grad_enabled()
         )
-        hash_vectors = self._hash_vectors(slots, seed)
         for length, members in vector_groups.items():
             raw = self.basis.project(length, vectors[members].T).T  # (n, length)
             writer.vectors(members, _bounded([slots[i].kind for i in members], raw))
         matrix_slots = [i for members in matrix_groups.values() for i in members]
         if not matrix_slots:
             return writer.result()
-        structured, noise = self._scales([slots[i] for i in matrix_slots], scalars[matrix_slots])
+        amplitude = self._scales([slots[i] for i in matrix_slots], log_gain[matrix_slots])
         a, b = self._cores(hidden[matrix_slots])
         start = 0
         for (rows, cols, _), members in matrix_groups.items():
@@ -293,41 +262,10 @@ class ParamDecoder(nn.Module):
             rms = torch.sqrt(gram.sum((1, 2)) / (rows * cols)) + RMS_EPS  # (n,)
             writer.matrices(
                 members,
-                left * (structured[group] / rms)[:, None, None],
+                left * (amplitude[group] / rms)[:, None, None],
                 right.transpose(1, 2),
-                noise[group],
-                [hash_vectors[i] for i in members] if hash_vectors else None,
             )
         return writer.result()
-
-    def _hash_vectors(
-        self, slots: list[ParamSlot], seed: int
-    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """``{slot index: (u (rows,), v (cols,))}`` for every matrix slot, drawn in slot order
-        from one seeded CPU generator (the same numbers on every device); empty without the
-        residual."""
-        if not self.config.residual_noise:
-            return {}
-        generator = torch.Generator().manual_seed(seed)
-        span = HASH_HIGH - HASH_LOW
-        lattice = {}
-        for i, slot in enumerate(slots):
-            if not slot.is_vector:
-                u = HASH_LOW + span * torch.rand(slot.rows, generator=generator)
-                v = HASH_LOW + span * torch.rand(slot.cols, generator=generator)
-                lattice[i] = (u, v)
-        return lattice
-
-
-def _noise_logit(config: DecoderConfig) -> float:
-    """The noise logit whose noise fraction is ``config.initial_noise_fraction``."""
-    floor, start = config.min_noise_fraction, config.initial_noise_fraction
-    if start is None or not floor < start < 1:
-        raise ValueError(
-            f"initial_noise_fraction must lie in (min_noise_fraction={floor}, 1), got {start}"
-        )
-    share = (start - floor) / (1 - floor)
-    return math.log(share / (1 - share))
 
 
 def _bounded(kinds: list[ParamKind], raw: torch.Tensor) -> torch.Tensor:
@@ -413,84 +351,42 @@ class _OutputWriter:
                 part = values[j, piece.row_start : piece.row_stop].reshape(piece.stored_shape)
                 self._store(piece, part)
 
-    def matrices(
-        self,
-        members: list[int],
-        left: torch.Tensor,
-        right: torch.Tensor,
-        noise_amplitude: torch.Tensor,
-        hash_vectors: list[tuple[torch.Tensor, torch.Tensor]] | None,
-    ) -> None:
-        """Matrix slots ``members`` of one logical shape ``(rows, cols)``: ``left (n, rows, r)``
-        already scaled, ``right (n or 1, r, cols)``, ``noise_amplitude (n,)``, and each slot's
-        hash vectors ``(u (rows,), v (cols,))`` (None without the residual)."""
+    def matrices(self, members: list[int], left: torch.Tensor, right: torch.Tensor) -> None:
+        """Matrix slots ``members`` of one logical shape ``(rows, cols)``: ``W_j = left_j @
+        right_j`` with ``left (n, rows, r)`` already scaled and ``right (n or 1, r, cols)``."""
         if self.in_place and self._rows_are_stored_in_order(members):
-            self._compose_block(members, left, right, noise_amplitude, hash_vectors)
+            self._compose_block(members, left, right)
             return
         for j, i in enumerate(members):
             slot, pieces = self.plan.pieces[i]
             member_right = right[min(j, right.shape[0] - 1)]
             for piece in pieces:
-                rows = slice(piece.row_start, piece.row_stop)
-                piece_left = left[j, rows]
-                u = v = None
-                if hash_vectors is not None:
-                    u = hash_vectors[j][0][rows].to(self.device)
-                    v = hash_vectors[j][1].to(self.device)
-                value = _compose(piece_left, member_right, noise_amplitude[j], u, v)
+                value = left[j, piece.row_start : piece.row_stop] @ member_right
                 if slot.transposed:
                     value = value.T
                 self._store(piece, value.reshape(piece.stored_shape))
 
-    def _compose_block(
-        self,
-        members: list[int],
-        left: torch.Tensor,
-        right: torch.Tensor,
-        noise_amplitude: torch.Tensor,
-        hash_vectors: list[tuple[torch.Tensor, torch.Tensor]] | None,
-    ) -> None:
-        """In place: ``W_j = left_j right_j + c_j (frac(u_j v_j^T) - 1/2)`` with
-        ``c_j = sqrt(12) * noise_amplitude_j``, for a whole group.
-
-        One broadcast outer product and one ``frac_`` over the group's block, then one
-        ``addmm_`` per slot that applies ``c_j`` as ``beta`` and the ``-c_j / 2`` shift as an
-        extra rank-one term. A transposed slot is stored as ``W^T = right^T left^T``.
-        """
+    def _compose_block(self, members: list[int], left: torch.Tensor, right: torch.Tensor) -> None:
+        """In place: ``W_j = left_j @ right_j`` for a whole group, in batched products of at most
+        ``COMPOSE_CHUNK_ELEMENTS`` outputs (float32) or through the float32 scratch buffer (other
+        dtypes). A transposed slot is stored as ``W^T = right^T left^T``."""
         n = len(members)
-        transposed = self.plan.pieces[members[0]][0].transposed
-        if transposed:  # (n or 1, m, r) @ (n or 1, r, k) is the stored matrix
+        if self.plan.pieces[members[0]][0].transposed:  # (n or 1, m, r) @ (n or 1, r, k)
             first, second = right.transpose(1, 2), left.transpose(1, 2)
         else:
             first, second = left, right
         m, k = first.shape[1], second.shape[2]
         block = self._block(members, (m, k))
-        if hash_vectors is not None:
-            scale = noise_amplitude * UNIFORM_TO_UNIT_VARIANCE  # (n,)
-            shift = (-0.5 * scale)[:, None, None].expand(n, m, 1)
-            first = torch.cat([first.expand(n, -1, -1), shift], 2)  # (n, m, r + 1)
-            ones = torch.ones((second.shape[0], 1, k), dtype=second.dtype, device=second.device)
-            second = torch.cat([second, ones], 1)  # (n or 1, r + 1, k)
-            lattice = [(v, u) if transposed else (u, v) for u, v in hash_vectors]
-            column = torch.stack([c for c, _ in lattice]).to(self.device)  # (n, m)
-            row = torch.stack([r for _, r in lattice]).to(self.device)  # (n, k)
-            betas = scale.tolist()
         first, second = first.expand(n, -1, -1), second.expand(n, -1, -1)
         budget = COMPOSE_CHUNK_ELEMENTS if self.dtype == torch.float32 else self.scratch.numel()
         chunk = max(1, budget // (m * k))
         for begin in range(0, n, chunk):
             part = slice(begin, min(n, begin + chunk))
             if self.dtype == torch.float32:
-                work = block[part]
+                torch.bmm(first[part], second[part], out=block[part])
             else:
                 work = self.scratch[: (part.stop - begin) * m * k].view(-1, m, k)
-            if hash_vectors is None:
                 torch.bmm(first[part], second[part], out=work)
-            else:
-                torch.mul(column[part, :, None], row[part, None, :], out=work).frac_()
-                for j in range(part.start, part.stop):
-                    work[j - begin].addmm_(first[j], second[j], beta=betas[j])
-            if self.dtype != torch.float32:
                 block[part].copy_(work)
 
     def _store(self, piece: ExportPiece, value: torch.Tensor) -> None:
@@ -506,18 +402,3 @@ class _OutputWriter:
         for alias, source in self.plan.aliases:
             ordered[alias] = ordered[source]
         return ordered
-
-
-def _compose(
-    left: torch.Tensor,
-    right: torch.Tensor,
-    noise_amplitude: torch.Tensor,
-    u: torch.Tensor | None,
-    v: torch.Tensor | None,
-) -> torch.Tensor:
-    """``left @ right + sqrt(12) * noise_amplitude * (frac(u v^T) - 1/2)`` (differentiable).
-    Shapes: ``left (m, r)``, ``right (r, n)``, ``u (m,)``, ``v (n,)`` -> ``(m, n)``."""
-    if u is None or v is None:
-        return left @ right
-    scale = noise_amplitude * UNIFORM_TO_UNIT_VARIANCE
-    return left @ right + scale * (torch.frac(torch.outer(u, v)) - 0.5)

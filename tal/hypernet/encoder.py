@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tal.graph import MAX_DEGREE, MAX_PATH_LENGTH, OpType
+from tal.arch.graph import MAX_DEGREE, MAX_PATH_LENGTH, OpType
 from tal.hypernet.config import EncoderConfig
 
 SHAPE_FEATURES = 3  # (out, in, kernel area)

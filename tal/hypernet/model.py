@@ -7,12 +7,12 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from tal.formats import OutputFormat, check_format, export_plan
-from tal.graph import build_graph
+from tal.arch.formats import OutputFormat, check_format, export_plan
+from tal.arch.graph import build_graph
+from tal.arch.specs import GPT2Spec, ViTSpec
 from tal.hypernet.config import PRESETS, HypernetConfig
 from tal.hypernet.decoder import ParamDecoder
 from tal.hypernet.encoder import GraphEncoder
-from tal.specs import GPT2Spec, ViTSpec
 
 GRAPH_CACHE_ENTRIES = 256  # encoder inputs kept per (spec, device); bounded for services
 
@@ -57,18 +57,17 @@ class TALHypernet(nn.Module):
         self,
         spec: ViTSpec | GPT2Spec,
         task: torch.Tensor | None = None,
-        fmt: OutputFormat = "timm",
-        seed: int = 0,
+        format: OutputFormat = "timm",
         dtype: torch.dtype = torch.float32,
     ) -> dict[str, torch.Tensor]:
-        """``{name: tensor}`` loadable with ``strict=True`` into the model of ``spec`` in ``fmt``.
+        """``{name: tensor}`` loadable with ``strict=True`` into the model of ``spec`` in
+        ``format``.
 
         Args:
             spec: the target architecture.
             task: ``(task_dim,)`` task embedding, or None for the unconditioned prediction.
-            fmt: ``"timm"`` or ``"hf"`` tensor names.
-            seed: seed of the full-rank residual.
+            format: ``"timm"`` or ``"hf"`` tensor names.
             dtype: output dtype.
         """
-        plan = export_plan(spec, check_format(spec, fmt))
-        return self.decoder(self.encode(spec, task), plan, seed=seed, dtype=dtype)
+        plan = export_plan(spec, check_format(spec, format))
+        return self.decoder(self.encode(spec, task), plan, dtype=dtype)

@@ -6,7 +6,8 @@ from collections.abc import Iterable, Sequence
 
 
 class UnknownTaskError(KeyError, ValueError):
-    """Raised when a task name is not in the registry.
+    """Raised when a task name is unknown: not in the suite's registry, or without an embedding
+    in a learngene checkpoint. ``known`` lists the names that would have worked.
 
     Subclasses both ``KeyError`` (it is a failed look-up by name) and ``ValueError`` (the
     caller passed a bad argument), so either ``except`` clause catches it.
@@ -15,7 +16,7 @@ class UnknownTaskError(KeyError, ValueError):
     def __init__(self, name: str, known: Iterable[str]) -> None:
         self.name = name
         self.known = tuple(sorted(known))
-        message = f"unknown task {name!r}; known tasks: {', '.join(self.known)}"
+        message = f"unknown task {name!r}; known tasks: {', '.join(self.known) or 'none'}"
         super().__init__(message)
         self.message = message
 

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tal import store
-from tal.ancestry import Ancestry
+from tal.arch.specs import ViTSpec
+from tal.checkpoints import store
+from tal.checkpoints.ancestry import Ancestry
 from tal.io import write_atomic
-from tal.specs import ViTSpec
 from tal.tasks import SUITE_IMAGE_SIZE, SUITE_IN_CHANS, data_fingerprint, load_task
 from tal.training.config import AncestryTrainConfig, GuardConfig
 from tal.training.data import SuiteData, step_generator

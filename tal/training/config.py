@@ -1,47 +1,30 @@
 """Training configurations (pydantic: unknown or invalid fields are refused with the reason).
 
 A config comes from a JSON file (``--config``) and/or flags; flags win. Defaults are the CPU
-recipe of the shipped checkpoint; GHN-3's optimiser recipe otherwise (AdamW lr 4e-4, weight
+recipe of the shipped checkpoint (``tal.training.recipe.CPU_RECIPE``) and GHN-3's optimiser
+recipe (AdamW lr 4e-4, weight
 decay 1e-2, clip 5, cosine with warm-up, label smoothing 0.1, 3e-5 predicted-norm penalty).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from tal.arch.parse import format_validation_error
+from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
 from tal.hypernet.config import check_decoder_overrides
-from tal.specs import format_validation_error
-
-PAPER_TASK_TEMPERATURE = 0.5  # tasks sampled ~ (n_i / N)^T (DESIGN.md, stage 2)
-CPU_STAGE2_TASK_TEMPERATURE = 0.1  # near-uniform: the small glyph tasks get their share of
-# stage-2 steps (docs/ablations.md, round 5); `tal train default` and `tal eval` use it
-
-
-@dataclass(frozen=True)
-class Distillation:
-    """What the hypernetwork's predicted models learn from the ancestry, and how much of the
-    loss that is against the labels' cross-entropy (HypernetTrainConfig fields)."""
-
-    distill_target: Literal["features", "logits"]
-    ce_weight: float
-    distill_weight: float
-
-
-DISTILLATIONS = {
-    "features": Distillation("features", ce_weight=0.8, distill_weight=0.2),  # the authors'
-    "logits": Distillation("logits", ce_weight=0.5, distill_weight=0.5),  # Hinton-style
-}
-AUTHORS_DISTILLATION = DISTILLATIONS["features"]  # HypernetTrainConfig's defaults
-CPU_STAGE2_DISTILLATION = "logits"  # stage 2 of `tal train default` and of TAL in `tal eval`
-# (docs/ablations.md, round 6); stage 1 keeps the authors' feature distillation
-TASK_EMBEDDING_EXAMPLES = 300  # training images behind a task's embedding ("a few hundred")
-CPU_STAGE2_STEPS = 2400  # stage 2 of `tal train default` and `tal eval`'s default: the held-out
-# check still rose from 1600 to 2400 steps (docs/ablations.md, rounds 7 and 10)
+from tal.training.recipe import CPU_RECIPE, DISTILLATIONS, PAPER_TASK_TEMPERATURE, DistillTarget
 
 
 class ConfigError(ValueError):
@@ -77,7 +60,7 @@ class AncestryTrainConfig(_Config):
     embed_dim: int = Field(192, ge=8)
     num_heads: int = Field(3, ge=1)
     patch_size: int = Field(8, ge=1, description="divides the suite's 32 px images")
-    steps: int = Field(1200, ge=1)
+    steps: int = Field(CPU_RECIPE.ancestry_steps, ge=1)
     batch_size: int = Field(128, ge=1)
     optim: OptimConfig = OptimConfig(lr=1e-3, weight_decay=5e-2)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
@@ -100,31 +83,36 @@ class HypernetTrainConfig(_Config):
     stage: Literal[1, 2] = 1
     run_dir: Path = Path("runs/default")
     preset: Literal["tal", "ghn3", "logah"] = "tal"
-    library: str = "cpu"
-    steps: int = Field(1500, ge=1)
-    meta_batch: int = Field(4, ge=1, description="architectures per step (split across ranks)")
-    batch_size: int = Field(64, ge=1)
+    library: str = CPU_RECIPE.library
+    steps: int | None = Field(None, ge=1, description="default: the CPU recipe's for the stage")
+    meta_batch: int = Field(
+        CPU_RECIPE.meta_batch, ge=1, description="architectures per step (split across ranks)"
+    )
+    batch_size: int = Field(CPU_RECIPE.batch_size, ge=1)
     optim: OptimConfig = OptimConfig()
     guard: GuardConfig = GuardConfig()
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    ce_weight: float = Field(AUTHORS_DISTILLATION.ce_weight, ge=0)
-    distill_weight: float = Field(
-        AUTHORS_DISTILLATION.distill_weight, ge=0, description="0 = cross-entropy only (baselines)"
+    ce_weight: float | None = Field(None, ge=0, description="default: the stage's distillation")
+    distill_weight: float | None = Field(
+        None, ge=0, description="0 = cross-entropy only (baselines); default: as ce_weight"
     )
     temperature: float = Field(3.0, gt=0)
-    distill_target: Literal["features", "logits"] = Field(
-        AUTHORS_DISTILLATION.distill_target,
+    distill_target: DistillTarget | None = Field(
+        None,
         description="match the ancestry's CLS features through a projection (authors' code) "
-        "or its class logits on the step's task (Hinton-style)",
+        "or its class logits on the step's task (Hinton-style); default: the CPU recipe's "
+        "for the stage (features in stage 1, logits in stage 2)",
     )
     norm_penalty: float = Field(3e-5, ge=0)
     task_conditioning: bool = True
     decoder: dict[str, Any] = Field(
         default_factory=dict,
         description="DecoderConfig fields that replace the preset's (ablations), "
-        'e.g. {"residual_noise": false}',
+        'e.g. {"span_scaling": false}',
     )
-    task_temperature: float = Field(PAPER_TASK_TEMPERATURE, gt=0, le=1)
+    task_temperature: float | None = Field(
+        None, gt=0, le=1, description="default: the CPU recipe's for the stage"
+    )
     init_from: Path | None = Field(None, description="training state to start stage 2 from")
     eval_every: int = Field(250, ge=1)
     eval_archs: int = Field(3, ge=1)
@@ -134,6 +122,27 @@ class HypernetTrainConfig(_Config):
     overfit_batch: bool = Field(False, description="reuse step 1's batch and archs (smoke)")
     seed: int = 0
     device: str = "auto"
+
+    @model_validator(mode="after")
+    def _recipe_defaults(self) -> HypernetTrainConfig:
+        """Fields left out take the CPU recipe's value for this stage; the loss weights follow
+        the distillation target when it is given."""
+        distillation = (
+            DISTILLATIONS[self.distill_target]
+            if self.distill_target is not None
+            else CPU_RECIPE.distillation(self.stage)
+        )
+        defaults = {
+            "steps": CPU_RECIPE.steps(self.stage),
+            "task_temperature": CPU_RECIPE.task_temperature(self.stage),
+            "distill_target": distillation.distill_target,
+            "ce_weight": distillation.ce_weight,
+            "distill_weight": distillation.distill_weight,
+        }
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        return self
 
     @field_validator("decoder")
     @classmethod

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tal.functional import forward_with
-from tal.graph import VECTOR_KINDS, build_graph
+from tal.arch.functional import forward_with
+from tal.arch.graph import VECTOR_KINDS, build_graph
+from tal.arch.specs import ViTSpec
+from tal.arch.target_models import build_model
+from tal.checkpoints.learngene import Learngene
 from tal.hypernet import TALHypernet, preset
-from tal.learngene import Learngene
-from tal.models import build_model
-from tal.specs import ViTSpec
 from tal.training.ancestry_trainer import load_ancestry_artifacts
 from tal.training.config import ConfigError, HypernetTrainConfig
 from tal.training.data import SuiteData, step_generator
@@ -38,8 +38,7 @@ from tal.training.state import load_state
 
 MODEL_CACHE_SIZE = 64
 EVAL_BATCH = 256
-DATA_STREAM, ARCH_STREAM, NOISE_STREAM = 0, 1, 2
-NOISE_SEED_RANGE = 2**31
+DATA_STREAM, ARCH_STREAM = 0, 1
 
 
 class _FeaturesAndLogits(nn.Module):
@@ -188,16 +187,11 @@ class HypernetTrainer(TrainLoop):
         picks = torch.randint(
             len(self.library.train), (self.config.meta_batch,), generator=arch_gen
         ).tolist()
-        noise_seeds = torch.randint(
-            NOISE_SEED_RANGE,
-            (self.config.meta_batch,),
-            generator=step_generator(self.config.seed, arch_step, NOISE_STREAM),
-        )
         total = 0.0
         for slot in range(self.dist.rank, self.config.meta_batch, self.dist.world_size):
             spec = self.library.train[picks[slot]].model_copy(update={"num_classes": num_classes})
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                params = self.hypernet(spec, self._task(task), "timm", int(noise_seeds[slot]))
+                params = self.hypernet(spec, self._task(task), "timm")
                 features, logits = self._model(spec).run(params, images)
                 loss = self.config.ce_weight * F.cross_entropy(
                     logits.float(), labels, label_smoothing=self.config.label_smoothing
@@ -220,7 +214,7 @@ class HypernetTrainer(TrainLoop):
             accuracies = []
             for base in archs:
                 spec = base.model_copy(update={"num_classes": self._eval_classes(name)})
-                params = self.hypernet(spec, self._task(name), "timm", 0)
+                params = self.hypernet(spec, self._task(name), "timm")
                 model = self._model(spec)
                 logits = torch.cat(
                     [

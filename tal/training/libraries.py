@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-from tal.specs import GPT2Spec, ViTSpec
+from tal.arch.specs import GPT2Spec, ViTSpec
 
 HELD_OUT_PERCENT = 10
 PAPER_LIBRARY_SIZE = 1_000

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tal import io
-from tal.models import build_model
-from tal.specs import parse_arch
+from tal.arch.parse import parse_arch
+from tal.arch.target_models import build_model
 from tal.tasks import load_npz
 
 

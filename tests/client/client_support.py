@@ -11,7 +11,7 @@ TASK = "t"
 
 
 def make_store(root: Path) -> Path:
-    from tal.learngene import Learngene
+    from tal.checkpoints.learngene import Learngene
 
     learngene = Learngene.fresh()
     learngene.add_task(TASK, torch.ones(learngene.hypernet.config.encoder.task_dim))

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 from client_support import make_store, service_settings
-
-from service.testing import ServiceProcess
+from harness import ServiceProcess
 
 
 @pytest.fixture(scope="session")

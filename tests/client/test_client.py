@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 from client_support import MODEL, TASK, service_settings
+from harness import ServiceProcess, free_port
 
-from service.testing import ServiceProcess, free_port
 from tal import io
+from tal.arch.parse import parse_arch
+from tal.arch.target_models import build_model
 from tal.client import AsyncTALClient, RetryPolicy, TALClient, TALError
-from tal.models import build_model
-from tal.specs import parse_arch
 
 VIT = {"family": "vit", "depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 32,
        "patch_size": 8, "num_classes": 10}  # fmt: skip
@@ -80,24 +80,26 @@ def test_stream_to_file_and_etag_cache(server, tmp_path: Path) -> None:
     out = tmp_path / "w.safetensors"
     cache = tmp_path / "cache"
     with TALClient(server.url, cache_dir=cache) as client:
-        assert client.initialize(VIT, seed=5, out=out) == out
+        assert client.initialize(VIT, out=out) == out
         first = out.read_bytes()
         before = requests_with_status(server.url, 304)
-        second = client.initialize(VIT, seed=5)  # answered 304 from the cached copy
+        second = client.initialize(VIT)  # answered 304 from the cached copy
         assert requests_with_status(server.url, 304) == before + 1
     assert second == first
     io.load_state_dict(out)
     with TALClient(server.url) as plain:
         plain_out = tmp_path / "plain.safetensors"
-        plain.initialize(VIT, seed=5, out=plain_out)
+        plain.initialize(VIT, out=plain_out)
         assert plain_out.read_bytes() == first
 
 
 def test_async_client(server, tmp_path: Path) -> None:
     async def run() -> list:
         async with AsyncTALClient(server.url, cache_dir=tmp_path / "acache") as client:
-            blobs = await asyncio.gather(*(client.initialize(VIT, seed=s) for s in range(4)))
-            again = await client.initialize(VIT, seed=0)
+            blobs = await asyncio.gather(
+                *(client.initialize({**VIT, "num_classes": 2 + k}) for k in range(4))
+            )
+            again = await client.initialize({**VIT, "num_classes": 2})
             await client.load_into(build_model(parse_arch(GPT2), "hf"), GPT2, format="hf")
             assert (await client.wait_ready())["status"] == "ready"
             return [*blobs, again]

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tal.discriminant_head import fit_discriminant_head
-from tal.head_calibration import classifier_head, head_features
-from tal.models import build_model
-from tal.specs import ViTSpec
+from tal.arch.specs import ViTSpec
+from tal.arch.target_models import build_model
+from tal.heads.calibration import classifier_head, head_features
+from tal.heads.discriminant import fit_discriminant_head
 
 IMAGE_SHAPE = (1, 32, 32)
 NOISE = 0.7  # per-pixel noise around each class's template (templates have unit variance)
@@ -45,11 +45,11 @@ def _model_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     return float((logits.argmax(1) == labels).float().mean())
 
 
-@pytest.mark.parametrize("fmt", ["timm", "hf"])
+@pytest.mark.parametrize("format", ["timm", "hf"])
 @pytest.mark.parametrize("classes", [2, 6])
-def test_the_written_head_classifies_new_images_of_the_classes(fmt, classes):
+def test_the_written_head_classifies_new_images_of_the_classes(format, classes):
     torch.manual_seed(0)
-    model = build_model(_spec(classes), fmt)
+    model = build_model(_spec(classes), format)
     support, support_labels, templates = _class_images(classes, per_class=12, seed=1)
     query, query_labels, _ = _class_images(classes, per_class=20, seed=2, templates=templates)
     body_before = {

@@ -1,4 +1,4 @@
-"""tal.environment: what a result records about the machine that produced it."""
+"""tal.checkpoints.provenance: what a result records about the machine that produced it."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from tal.environment import cpu_model, describe_environment
+from tal.checkpoints.provenance import cpu_model, describe_environment
 
 
 def test_describes_this_process():
@@ -23,7 +23,7 @@ def test_describes_this_process():
 def test_records_a_forced_kernel_path():
     """ATEN_CPU_CAPABILITY changes the kernels torch runs, and the record says so."""
     script = (
-        "import json; from tal.environment import describe_environment; "
+        "import json; from tal.checkpoints.provenance import describe_environment; "
         "print(json.dumps(describe_environment()))"
     )
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}

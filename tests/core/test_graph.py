@@ -1,8 +1,8 @@
 import networkx as nx
 import numpy as np
 
-from tal.graph import MAX_PATH_LENGTH, OpType, ParamKind, build_graph
-from tal.specs import GPT2Spec, ViTSpec
+from tal.arch.graph import MAX_PATH_LENGTH, OpType, ParamKind, build_graph
+from tal.arch.specs import GPT2Spec, ViTSpec
 
 SMALL_VIT = ViTSpec(depth=2, embed_dim=32, num_heads=2, img_size=16, patch_size=4, num_classes=5)
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tal.head_calibration import calibrate_head, classifier_head, fit_scale
-from tal.models import build_model
-from tal.specs import ViTSpec
+from tal.arch.specs import ViTSpec
+from tal.arch.target_models import build_model
+from tal.heads.calibration import calibrate_head, classifier_head, fit_scale
 
 CLASSES = 6
 SPEC = ViTSpec(
@@ -55,10 +55,10 @@ def test_the_fitted_scale_is_the_minimum_on_0_1():
     assert torch.equal((fit.scale * logits).argmax(1), logits.argmax(1))
 
 
-@pytest.mark.parametrize("fmt", ["timm", "hf"])
-def test_calibrate_head_scales_the_real_models_head_in_place(fmt):
+@pytest.mark.parametrize("format", ["timm", "hf"])
+def test_calibrate_head_scales_the_real_models_head_in_place(format):
     torch.manual_seed(0)
-    model = build_model(SPEC, fmt).train()
+    model = build_model(SPEC, format).train()
     head = classifier_head(model)
     with torch.no_grad():
         head.weight.mul_(50.0)  # an over-confident head

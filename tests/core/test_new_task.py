@@ -7,20 +7,20 @@ import pytest
 import torch
 
 from tal import io
-from tal.learngene import Learngene
-from tal.models import build_model
-from tal.new_task import (
+from tal.arch.specs import ViTSpec
+from tal.arch.target_models import build_model
+from tal.checkpoints.learngene import Learngene
+from tal.heads.support import (
     balanced_support,
     fit_head_to_support,
     missing_classes,
     norm_metadata,
-    predict_for_task_data,
     support_for_spec,
     support_from_bytes,
     support_to_bytes,
     task_support,
 )
-from tal.specs import ViTSpec
+from tal.predict import predict_for_task_data
 from tal.tasks import NormStats, TaskData
 
 SEPARATED = 0.9  # support accuracy of a head fitted to images any backbone tells apart

@@ -3,12 +3,13 @@ import json
 import pytest
 import torch
 
-from tal.models import build_model
-from tal.specs import GPT2Spec, SpecError, ViTSpec, parse_arch
+from tal.arch.parse import parse_arch
+from tal.arch.specs import GPT2Spec, SpecError, ViTSpec
+from tal.arch.target_models import build_model
 
 
-def meta_param_count(spec, fmt):
-    model = build_model(spec, fmt, device="meta")
+def meta_param_count(spec, format):
+    model = build_model(spec, format, device="meta")
     return sum(p.numel() for p in model.parameters())
 
 
@@ -56,7 +57,7 @@ def test_canonical_json_and_hash_are_stable():
 
 
 @pytest.mark.parametrize(
-    "spec, fmt",
+    "spec, format",
     [
         (ViTSpec(), "timm"),
         (ViTSpec(), "hf"),
@@ -78,8 +79,8 @@ def test_canonical_json_and_hash_are_stable():
         (GPT2Spec(n_layer=2, n_embd=32, n_head=2, tie_word_embeddings=False, vocab_size=77), "hf"),
     ],
 )
-def test_param_count_is_exact(spec, fmt):
-    assert spec.num_params() == meta_param_count(spec, fmt)
+def test_param_count_is_exact(spec, format):
+    assert spec.num_params() == meta_param_count(spec, format)
 
 
 @pytest.mark.parametrize(

@@ -6,17 +6,13 @@ import sys
 
 import pytest
 
+from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
 from tal.evaluation.config import RANDOM_INIT
 from tal.tasks import held_out_task
 from tal.training.ancestry_trainer import AncestryTrainer
-from tal.training.config import (
-    CPU_STAGE2_DISTILLATION,
-    CPU_STAGE2_TASK_TEMPERATURE,
-    TASK_EMBEDDING_EXAMPLES,
-    AncestryTrainConfig,
-    OptimConfig,
-)
+from tal.training.config import AncestryTrainConfig, OptimConfig
 from tal.training.distributed import DistInfo
+from tal.training.recipe import CPU_RECIPE
 
 QUICK_TIMEOUT_S = 1200
 
@@ -77,8 +73,8 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
     methods = {"random", "ghn3", "logah", "tal", "tal+"}
     assert set(results["untrained_accuracy"]) == methods
     assert set(results["architectures"]) == {"small", "medium", "largest", "deeper"}
-    assert results["config"]["stage2_task_temperature"] == CPU_STAGE2_TASK_TEMPERATURE
-    assert results["config"]["stage2_distillation"] == CPU_STAGE2_DISTILLATION
+    assert results["config"]["stage2_task_temperature"] == CPU_RECIPE.stage2_task_temperature
+    assert results["config"]["stage2_distillation"] == CPU_RECIPE.stage2_distillation
     deeper, largest = results["architectures"]["deeper"], results["architectures"]["largest"]
     assert deeper["depth"] > largest["depth"]
     for per_task in results["untrained_accuracy"].values():

@@ -5,8 +5,9 @@ names in stage 2; and which methods have their head calibrated before fine-tunin
 import pytest
 
 from tal.evaluation.config import RANDOM_INIT, EvalConfig
-from tal.evaluation.runner import RECIPES, STAGE1_DISTILLATION
-from tal.training.config import CPU_STAGE2_DISTILLATION, HypernetTrainConfig
+from tal.evaluation.runner import RECIPES
+from tal.training.config import HypernetTrainConfig
+from tal.training.recipe import CPU_RECIPE
 
 
 @pytest.mark.parametrize("method", ["ghn3", "logah"])
@@ -19,16 +20,17 @@ def test_baselines_never_distil(method, distillation):
 @pytest.mark.parametrize("method", ["tal", "tal+"])
 def test_tal_distils_features_then_the_configured_target(method):
     recipe = RECIPES[method]
-    stage1 = HypernetTrainConfig(stage=1, **recipe.loss_fields(STAGE1_DISTILLATION))
+    stage1 = HypernetTrainConfig(stage=1, **recipe.loss_fields(CPU_RECIPE.stage1_distillation))
     assert (stage1.distill_target, stage1.ce_weight, stage1.distill_weight) == (
         "features",
         0.8,
         0.2,
     )
     default = EvalConfig()
-    assert default.stage2_distillation == CPU_STAGE2_DISTILLATION == "logits"
+    assert default.stage2_distillation == CPU_RECIPE.stage2_distillation == "logits"
     stage2 = HypernetTrainConfig(stage=2, **recipe.loss_fields(default.stage2_distillation))
     assert (stage2.distill_target, stage2.ce_weight, stage2.distill_weight) == ("logits", 0.5, 0.5)
+    assert HypernetTrainConfig(stage=2) == stage2  # `tal train stage2` runs the recipe too
     paper = EvalConfig(stage2_distillation="features")
     stage2 = HypernetTrainConfig(stage=2, **recipe.loss_fields(paper.stage2_distillation))
     assert stage2.distill_target == "features"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from harness import RedisProcess, ServiceProcess
 from svc_support import (
     ADMIN_KEY,
     MAX_HEAD_FIT_GFLOP_C,
@@ -25,8 +26,6 @@ from svc_support import (
     USER_KEY,
     make_store,
 )
-
-from service.testing import RedisProcess, ServiceProcess
 
 
 @dataclass

@@ -40,9 +40,9 @@ TINY_GPT2 = {
 def make_store(root: Path) -> Path:
     """``tal-test/1`` (task ``t``, ancestry), ``tal-test/2`` (no ancestry), and a corrupt
     ``tal-test/0-corrupt`` (sorted before 1, so ``latest`` is 2)."""
-    from tal.ancestry import Ancestry
-    from tal.learngene import Learngene
-    from tal.specs import ViTSpec
+    from tal.arch.specs import ViTSpec
+    from tal.checkpoints.ancestry import Ancestry
+    from tal.checkpoints.learngene import Learngene
 
     learngene = Learngene.fresh()
     learngene.add_task(TASK, torch.linspace(-1, 1, learngene.hypernet.config.encoder.task_dim))

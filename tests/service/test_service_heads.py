@@ -13,10 +13,11 @@ import torch
 from svc_support import ANCESTRY_SPEC, MAX_HEAD_FIT_GFLOP_C, MODEL, TASK, TINY_GPT2, TINY_VIT
 
 from tal import io
-from tal.learngene import Learngene
-from tal.models import build_model
-from tal.new_task import head_fit_gflop, predict_for_task_data
-from tal.specs import ViTSpec
+from tal.arch.specs import ViTSpec
+from tal.arch.target_models import build_model
+from tal.checkpoints.learngene import Learngene
+from tal.heads.support import head_fit_gflop
+from tal.predict import predict_for_task_data
 from tal.tasks import NormStats, load_npz
 from tal.tasks.preprocess import normalize, resize_square
 

@@ -10,8 +10,8 @@ import httpx
 from svc_support import MODEL, TASK, TINY_GPT2, TINY_VIT, metric_value
 
 from tal import io
-from tal.models import build_model
-from tal.specs import parse_arch
+from tal.arch.parse import parse_arch
+from tal.arch.target_models import build_model
 
 REDIS_WRITE_GRACE = 0.3
 
@@ -21,7 +21,7 @@ def post(client: httpx.Client, **body) -> httpx.Response:
 
 
 def test_vit_timm_blob_loads_strictly(a: httpx.Client) -> None:
-    response = post(a, arch=TINY_VIT, task=TASK, format="timm", seed=3)
+    response = post(a, arch=TINY_VIT, task=TASK, format="timm")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/octet-stream"
     assert int(response.headers["content-length"]) == len(response.content)
@@ -32,11 +32,7 @@ def test_vit_timm_blob_loads_strictly(a: httpx.Client) -> None:
     assert metadata["tal.spec"] == spec.canonical_json()
     assert json.loads(metadata["tal.task"]) == TASK
     assert metadata["tal.model_version"] == f"{MODEL}/1"
-    assert (metadata["tal.format"], metadata["tal.dtype"], metadata["tal.seed"]) == (
-        "timm",
-        "float32",
-        "3",
-    )
+    assert (metadata["tal.format"], metadata["tal.dtype"]) == ("timm", "float32")
 
 
 def test_vit_hf_and_half_precision(a: httpx.Client) -> None:
@@ -68,7 +64,7 @@ def test_timm_name_and_hf_config(a: httpx.Client) -> None:
 
 
 def test_hit_equals_miss_and_etag(a: httpx.Client) -> None:
-    body = {"arch": {**TINY_VIT, "depth": 3}, "seed": 11}
+    body = {"arch": {**TINY_VIT, "depth": 3, "num_classes": 11}}
     miss = a.post("/v1/initialize", json=body)
     hit = a.post("/initialize", json=body)  # the unversioned alias
     assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("miss", "hit")
@@ -88,7 +84,7 @@ def test_cache_key_covers_every_field(a: httpx.Client) -> None:
     base = {"arch": {**TINY_VIT, "depth": 4}}
     variants = [
         base,
-        {**base, "seed": 1},
+        {**base, "arch": {**TINY_VIT, "depth": 4, "num_classes": 7}},
         {**base, "dtype": "float16"},
         {**base, "format": "hf"},
         {**base, "task": TASK},
@@ -99,7 +95,7 @@ def test_cache_key_covers_every_field(a: httpx.Client) -> None:
 
 def test_single_flight(a: httpx.Client, cluster) -> None:
     before = metric_value(a, "tal_prediction_duration_seconds_count", family="vit")
-    body = {"arch": {**TINY_VIT, "embed_dim": 64, "depth": 5}, "seed": 99}
+    body = {"arch": {**TINY_VIT, "embed_dim": 64, "depth": 5, "num_classes": 9}}
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: a.post("/v1/initialize", json=body), range(8)))
     assert {r.status_code for r in responses} == {200}
@@ -109,7 +105,7 @@ def test_single_flight(a: httpx.Client, cluster) -> None:
 
 
 def test_redis_tier_shared_between_replicas(a: httpx.Client, b: httpx.Client) -> None:
-    body = {"arch": {**TINY_VIT, "depth": 6}, "seed": 5}
+    body = {"arch": {**TINY_VIT, "depth": 6, "num_classes": 5}}
     first = a.post("/v1/initialize", json=body)
     assert first.headers["x-cache"] == "miss"
     time.sleep(REDIS_WRITE_GRACE)  # the Redis write runs after the response

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import httpx
+from harness import free_port
 from svc_support import MODEL, TINY_VIT
 
-from service.testing import free_port
 from tal import io
 from tal.client import RetryPolicy, TALClient
 
@@ -36,8 +36,9 @@ def test_tal_serve_two_workers(cluster, tmp_path: Path) -> None:
         # the client's retries cover start-up: refused connections, then 503 until ready
         with TALClient(url, retry=RetryPolicy(retries=200, backoff=0.2, max_backoff=1)) as client:
             client.wait_ready()
-            for seed in range(REQUESTS):
-                io.load_state_dict(client.initialize(TINY_VIT, seed=seed))
+            for classes in range(2, 2 + REQUESTS):
+                arch = {**TINY_VIT, "num_classes": classes}
+                io.load_state_dict(client.initialize(arch))
         text = httpx.get(f"{url}/metrics").text
         total = sum(
             float(line.rsplit(" ", 1)[1])

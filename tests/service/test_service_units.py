@@ -13,12 +13,9 @@ from service.cache.memory import CacheEntry, MemoryLRU
 from service.cache.singleflight import SingleFlight
 from service.core.budget import BudgetExhausted, InflightBudget, estimate_bytes
 from service.core.config import Settings
-from service.core.errors import InvalidInput, TooLarge
 from service.core.logging import RateLimitedLog
 from service.core.security import key_matches, presented_key
-from service.tasks import SupportRef, choose_head
-from tal.new_task import head_fit_gflop
-from tal.specs import GPT2Spec, ViTSpec
+from service.task_registry import SupportRef
 
 
 def entry(size: int, tag: str = '"x"') -> CacheEntry:
@@ -38,11 +35,11 @@ def test_memory_lru_is_bounded_in_bytes() -> None:
 
 
 def test_keys() -> None:
-    base = BlobKey("m/1", "spec", task_hash(None), "timm", "float32", 0, "predicted")
-    same = BlobKey("m/1", "spec", "none", "timm", "float32", 0, "predicted")
+    base = BlobKey("m/1", "spec", task_hash(None), "timm", "float32", "predicted")
+    same = BlobKey("m/1", "spec", "none", "timm", "float32", "predicted")
     assert base.digest() == same.digest()
     assert base.digest() != replace(base, model_version="m/2").digest()
-    assert base.digest() != replace(base, seed=1).digest()
+    assert base.digest() != replace(base, dtype="float16").digest()
     assert base.digest() != replace(base, head="discriminant:abc").digest()
     assert task_hash(torch.ones(4)) != task_hash(torch.zeros(4))
     etag = blob_etag(base.digest(), "0.1.0+abc|cpu")
@@ -98,29 +95,6 @@ def test_budget_waits_then_refuses() -> None:
     assert estimate_bytes(1000, "float16") == 1000 * 2 * 3
     # fitting a head predicts in float32 and builds one more float32 model
     assert estimate_bytes(1000, "float16", fit_head=True) == 1000 * (4 * 3 + 4)
-
-
-def test_choose_head() -> None:
-    vit = ViTSpec(depth=1, embed_dim=32, num_heads=2, num_classes=3)
-    gpt2 = GPT2Spec(n_layer=1, n_embd=32, n_head=2, vocab_size=64)
-    support = SupportRef("abc", classes=3, examples=30)
-    cost = head_fit_gflop(vit, support.examples)
-    assert cost == 2 * vit.num_params() * vit.num_tokens * 30 / 1e9
-
-    def choose(requested: str, spec: object = vit, ref: object = support, limit=cost) -> str:
-        return choose_head(requested, "t", spec, ref, limit)  # type: ignore[arg-type]
-
-    assert choose("auto") == choose("discriminant") == "discriminant"
-    assert choose("predicted") == "predicted"
-    four_classes = vit.model_copy(update={"num_classes": 4})
-    for spec, ref in ((vit, None), (gpt2, support), (four_classes, support)):
-        assert choose("auto", spec, ref) == "predicted"
-        with pytest.raises(InvalidInput):
-            choose("discriminant", spec, ref)
-    below = cost * 0.99  # the server's limit just under this fit's forward pass
-    assert choose("auto", limit=below) == "predicted"
-    with pytest.raises(TooLarge, match="TAL_MAX_HEAD_FIT_GFLOP"):
-        choose("discriminant", limit=below)
 
 
 def test_support_reference_round_trips() -> None:

@@ -1,4 +1,4 @@
-from tal.specs import ViTSpec
+from tal.arch.specs import ViTSpec
 from tal.training.libraries import PRESETS, build_library, is_held_out
 
 

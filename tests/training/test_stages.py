@@ -14,9 +14,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from tal.ancestry import Ancestry
-from tal.learngene import Learngene
-from tal.store import StoreError
+from tal.checkpoints.ancestry import Ancestry
+from tal.checkpoints.learngene import Learngene
+from tal.checkpoints.store import StoreError
 from tal.training.ancestry_trainer import import_ancestry_artifacts, load_ancestry_artifacts
 from tal.training.config import ConfigError, HypernetTrainConfig, OptimConfig, load_config
 from tal.training.distributed import DistInfo

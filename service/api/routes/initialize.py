@@ -12,12 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import ApiKeyDep, StateDep
 from service.api.responses import BlobResponse
-from service.core.errors import NotFound
+from service.core.errors import InvalidInput, NotFound, TooLarge
 from service.core.metrics import BLOB_BYTES, INITIALIZE_DURATION
 from service.predictor import validate_request
 from service.schemas import ErrorBody, InitializeRequest
-from service.tasks import choose_head
-from tal.learngene import UnknownTaskError
+from tal.heads.choice import HeadUnavailable, choose_head
+from tal.tasks.errors import UnknownTaskError
 
 router = APIRouter(tags=["initialize"], dependencies=[ApiKeyDep])
 OCTET_STREAM = "application/octet-stream"
@@ -66,16 +66,18 @@ async def initialize(
         body.task,
         body.format,
         body.dtype,
-        body.seed,
         state.settings.max_params,
     )
     try:
         task = await state.tasks.resolve(body.task, learngene)
     except UnknownTaskError as exc:
         raise NotFound(str(exc)) from exc
-    head = choose_head(
-        body.head, body.task, request.spec, task.support, state.settings.max_head_fit_gflop
-    )
+    try:
+        head = choose_head(
+            body.head, body.task, request.spec, task.support, state.settings.max_head_fit_gflop
+        )
+    except HeadUnavailable as exc:
+        raise (TooLarge if exc.too_costly else InvalidInput)(exc.reason) from exc
     request = replace(request, head=head)
     predictor = state.predictor
     key = predictor.key(learngene.model_version, request, task)

@@ -20,8 +20,8 @@ from service.api.deps import ApiKeyDep, StateDep
 from service.core.errors import Conflict, InvalidInput
 from service.schemas import TASK_NAME_PATTERN, ErrorBody, TaskList, TaskRegistered, TaskVector
 from service.uploads import task_data_from_npz
-from tal.ancestry import NoAncestryError
-from tal.new_task import missing_classes, task_support
+from tal.checkpoints.ancestry import NoAncestryError
+from tal.heads.support import missing_classes, task_support
 from tal.tasks import TaskData
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"], dependencies=[ApiKeyDep])

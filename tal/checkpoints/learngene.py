@@ -1,0 +1,165 @@
+"""A learngene: a hypernetwork plus the task embeddings it knows, loadable from the store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from tal.arch.formats import OutputFormat, parse_dtype
+from tal.arch.parse import parse_arch
+from tal.arch.specs import SpecLike
+from tal.checkpoints import store
+from tal.checkpoints.ancestry import Ancestry, NoAncestryError
+from tal.checkpoints.provenance import code_version, describe_environment
+from tal.hypernet import HypernetConfig, TALHypernet
+from tal.tasks.errors import UnknownTaskError
+
+UNTRAINED_NAME = "untrained"
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Learngene:
+    """A hypernetwork with its task table and identity (``name``/``version``)."""
+
+    hypernet: TALHypernet
+    tasks: dict[str, torch.Tensor] = field(default_factory=dict)
+    name: str = UNTRAINED_NAME
+    version: str = "0"
+    manifest: dict[str, Any] = field(default_factory=dict)
+    ancestry: Ancestry | None = None
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @classmethod
+    def fresh(cls, config: HypernetConfig | None = None) -> Learngene:
+        """A freshly initialised (untrained, deterministic) learngene with no tasks."""
+        return cls(TALHypernet(config).eval())
+
+    def task_embedding(self, task: str | torch.Tensor | None) -> torch.Tensor | None:
+        """Resolves a task name (or passes an embedding through); None = unconditioned."""
+        if task is None or isinstance(task, torch.Tensor):
+            return task
+        if task not in self.tasks:
+            raise UnknownTaskError(task, sorted(self.tasks))
+        return self.tasks[task]
+
+    def embed_task(self, images: torch.Tensor) -> torch.Tensor:
+        """A new task's embedding ``(task_dim,)`` from its example images ``(N, C, H, W)``.
+
+        Raises:
+            NoAncestryError: the checkpoint carries no ancestry model.
+        """
+        if self.ancestry is None:
+            raise NoAncestryError(
+                f"checkpoint {self.model_version} has no ancestry model; register the task "
+                "with an embedding vector instead"
+            )
+        return self.ancestry.embed_task(images)
+
+    def add_task(self, name: str, embedding: torch.Tensor) -> None:
+        """Makes ``name`` usable for prediction (in this process)."""
+        expected = (self.hypernet.config.encoder.task_dim,)
+        if tuple(embedding.shape) != expected:
+            raise ValueError(
+                f"task embedding must have shape {expected}, got {tuple(embedding.shape)}"
+            )
+        if not torch.isfinite(embedding).all():
+            raise ValueError("task embedding contains NaN or infinite values")
+        self.tasks[name] = embedding.detach().to(self.hypernet.device, torch.float32)
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        arch: SpecLike,
+        task: str | torch.Tensor | None = None,
+        format: OutputFormat = "timm",
+        dtype: str = "float32",
+    ) -> dict[str, torch.Tensor]:
+        """Predicted weights of ``arch`` for ``task``, loadable with ``strict=True``."""
+        spec = parse_arch(arch)
+        return self.hypernet(spec, self.task_embedding(task), format, parse_dtype(dtype))
+
+    def save(
+        self,
+        name: str,
+        version: str,
+        root: Path | None = None,
+        extra_manifest: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Writes this learngene as ``<root>/<name>/<version>/`` (atomic, hashed)."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.hypernet.state_dict().items()}
+        config = self.hypernet.config.to_json()
+        files = {
+            store.HYPERNET_FILE: safetensors.torch.save(state, metadata={"config": config}),
+            store.TASKS_FILE: safetensors.torch.save(
+                {k: v.detach().cpu().float().contiguous() for k, v in self.tasks.items()}
+            ),
+        }
+        if self.ancestry is not None:
+            files[store.ANCESTRY_FILE] = self.ancestry.to_bytes()
+        manifest = {
+            "checkpoint_format": CHECKPOINT_FORMAT,
+            "name": name,
+            "version": version,
+            "config": json.loads(config),
+            "tasks": sorted(self.tasks),
+            "code_version": code_version(),
+            "environment": describe_environment(),
+            **(extra_manifest or {}),
+        }
+        return store.write_version(name, version, files, manifest, root, overwrite)
+
+    @classmethod
+    def load(
+        cls,
+        name: str = store.DEFAULT_NAME,
+        version: str = store.LATEST,
+        root: Path | None = None,
+        device: str | torch.device | None = None,
+    ) -> Learngene:
+        """Loads and verifies a stored learngene (hash-checked, safetensors only)."""
+        path = store.resolve(name, version, root)
+        manifest = store.verify(path)
+        config = HypernetConfig.from_dict(manifest["config"])
+        hypernet = TALHypernet(config)
+        state = safetensors.torch.load_file(path / store.HYPERNET_FILE)
+        try:
+            hypernet.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise store.StoreError(
+                f"{path}: weights do not match the manifest config: {exc}"
+            ) from exc
+        tasks = safetensors.torch.load_file(path / store.TASKS_FILE)
+        target = torch.device(device) if device else default_device()
+        ancestry = None
+        if store.ANCESTRY_FILE in manifest["files"]:
+            ancestry = Ancestry.from_bytes((path / store.ANCESTRY_FILE).read_bytes(), target)
+        return cls(
+            hypernet.eval().to(target),
+            {k: v.to(target) for k, v in tasks.items()},
+            manifest["name"],
+            manifest["version"],
+            manifest,
+            ancestry,
+        )
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_default(root: Path | None = None, device: str | torch.device | None = None) -> Learngene:
+    """The shipped default learngene, or a fresh untrained one when the store has none."""
+    if store.list_versions(store.DEFAULT_NAME, root):
+        return Learngene.load(store.DEFAULT_NAME, store.LATEST, root, device)
+    learngene = Learngene.fresh()
+    return Learngene(learngene.hypernet.to(device or default_device()))

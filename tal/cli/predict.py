@@ -1,0 +1,149 @@
+"""``tal predict``: write predicted initial weights to a .safetensors file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from tal.arch.formats import DTYPES, FORMATS
+
+
+def read_arch(value: str) -> object:
+    """A path to a JSON file, inline JSON, or a timm model name."""
+    path = Path(value)
+    if value.endswith(".json") or (path.is_file() and not value.lstrip().startswith("{")):
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"error: cannot read arch file {value}: {exc}") from exc
+    return value
+
+
+def _load_task_data(path: Path, spec: object) -> object:
+    """The user's labelled images (an .npz file or a ``<class>/<image>`` folder) at the
+    spec's image size and channels."""
+    from tal.arch.specs import ViTSpec
+    from tal.tasks import load_image_folder, load_npz
+
+    if not isinstance(spec, ViTSpec):
+        raise ValueError("--task-data needs a ViT spec (family 'vit')")
+    load = load_image_folder if path.is_dir() else load_npz
+    return load(path, image_size=spec.img_size, in_chans=spec.in_chans)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from tal import io
+    from tal.arch.parse import parse_arch
+    from tal.arch.specs import SpecError
+    from tal.checkpoints import store
+    from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES, NoAncestryError
+    from tal.checkpoints.learngene import Learngene, load_default
+    from tal.heads.choice import HEAD_DISCRIMINANT, HEAD_METADATA_KEY, HEAD_PREDICTED
+    from tal.heads.support import INPUT_NORM_METADATA_KEY, norm_metadata
+    from tal.predict import blob_metadata, predict_for_task_data
+    from tal.tasks.errors import UnknownTaskError
+
+    if args.task and args.task_data:
+        print("error: give --task (a known task) or --task-data (new), not both", file=sys.stderr)
+        return 2
+    try:
+        spec = parse_arch(read_arch(args.arch))  # type: ignore[arg-type]
+        data = _load_task_data(args.task_data, spec) if args.task_data else None
+        if args.checkpoint:
+            name, _, version = args.checkpoint.partition(":")
+            learngene = Learngene.load(name, version or store.LATEST, args.store)
+        else:
+            learngene = load_default(args.store)
+        start = time.perf_counter()
+        head_note = ""
+        if data is None:
+            tensors = learngene.predict(spec, args.task, args.format, args.dtype)
+            task_label = args.task
+        else:
+            prediction = predict_for_task_data(
+                learngene,
+                spec,
+                data,  # type: ignore[arg-type]
+                args.format,
+                args.dtype,
+                TASK_EMBEDDING_EXAMPLES if args.task_examples is None else args.task_examples,
+                fit_head=not args.keep_predicted_head,
+            )
+            tensors, task_label = prediction.tensors, f"data:{args.task_data.name}"
+            if prediction.head_fit:
+                fit = prediction.head_fit
+                head_note = f"; head fitted on {fit.examples} images (" + (
+                    f"{100 * fit.cross_validated_accuracy:.1f}% right out of fold, "
+                    f"{fit.folds} folds; scale {fit.scale:.2f})"
+                    if fit.folds
+                    else "too few per class to cross-validate)"
+                )
+        elapsed = time.perf_counter() - start
+        metadata = blob_metadata(spec, task_label, args.format, args.dtype, learngene)
+        if data is not None:
+            metadata[HEAD_METADATA_KEY] = (
+                HEAD_PREDICTED if args.keep_predicted_head else HEAD_DISCRIMINANT
+            )
+            metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(data.norm)  # type: ignore[attr-defined]
+        io.save_file(tensors, args.out, metadata)
+    except (
+        SpecError,
+        UnknownTaskError,
+        store.StoreError,
+        NoAncestryError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if learngene.name == "untrained":
+        print(
+            "note: no trained checkpoint in the model store; used a fresh hypernetwork",
+            file=sys.stderr,
+        )
+    print(
+        f"wrote {args.out}: {len(tensors)} tensors, {spec.num_params():,} parameters, "
+        f"{args.format}/{args.dtype}, model {learngene.model_version}, "
+        f"predicted in {elapsed * 1e3:.0f} ms{head_note}"
+    )
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser("predict", help="predict initial weights into a .safetensors")
+    predict.add_argument(
+        "--arch", required=True, help="spec JSON file, inline JSON, or a timm model name"
+    )
+    predict.add_argument("--task", default=None, help="task name known to the checkpoint")
+    predict.add_argument(
+        "--task-data",
+        type=Path,
+        default=None,
+        help="a new task's labelled images: an .npz (images, labels) or a <class>/<image> "
+        "folder; embeds the task and fits the classifier head on them (tal.heads.support)",
+    )
+    predict.add_argument(
+        "--task-examples",
+        type=int,
+        default=None,
+        help="images of --task-data used, balanced over classes (default: as many as the "
+        "checkpoint's task embeddings used, tal.checkpoints.ancestry.TASK_EMBEDDING_EXAMPLES)",
+    )
+    predict.add_argument(
+        "--keep-predicted-head",
+        action="store_true",
+        help="with --task-data: keep the predicted classifier head",
+    )
+    predict.add_argument("--format", default="timm", choices=FORMATS)
+    predict.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    predict.add_argument("--out", required=True, type=Path)
+    predict.add_argument(
+        "--checkpoint",
+        default=None,
+        help="NAME[:VERSION] in the model store (default: the shipped one)",
+    )
+    predict.add_argument("--store", type=Path, default=None, help="model store folder")
+    predict.set_defaults(func=_cmd_predict)

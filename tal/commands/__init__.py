@@ -1,1 +1,0 @@
-"""Sub-commands of the ``tal`` CLI; each module has ``register(subparsers)``."""

@@ -1,0 +1,70 @@
+"""The training recipe of the shipped checkpoint: one object that ``tal train default`` runs and
+that ``tal eval`` gives every method, so the two never drift apart.
+
+Each value carries the measurement behind it in docs/lab/ablations.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+DistillTarget = Literal["features", "logits"]
+PAPER_TASK_TEMPERATURE = 0.5  # tasks sampled ~ (n_i / N)^T (DESIGN.md, stage 2)
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """What the hypernetwork's predicted models learn from the ancestry, and how much of the
+    loss that is against the labels' cross-entropy (HypernetTrainConfig fields)."""
+
+    distill_target: DistillTarget
+    ce_weight: float
+    distill_weight: float
+
+
+DISTILLATIONS: dict[DistillTarget, Distillation] = {
+    "features": Distillation("features", ce_weight=0.8, distill_weight=0.2),  # the authors'
+    "logits": Distillation("logits", ce_weight=0.5, distill_weight=0.5),  # Hinton-style
+}
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """Budgets and choices of the ancestry, stage 1 and stage 2.
+
+    Attributes:
+        ancestry_steps, stage1_steps, stage2_steps: optimiser steps of each stage (stage 2 still
+            gained from 1,600 to 2,400 steps).
+        library, plus_library: the model libraries of TAL and TAL+ (``tal.training.libraries``).
+        meta_batch: architectures per step; batch_size: images per step.
+        stage1_task_temperature, stage2_task_temperature: batches sample tasks
+            ``~ (n_i / N)^T``; stage 2 near-uniform, so the small glyph tasks get their share.
+        stage1_distillation, stage2_distillation: what each stage distils from the ancestry
+            (``DISTILLATIONS``): stage 1 its features, as the authors do; stage 2 its logits.
+    """
+
+    ancestry_steps: int = 1200
+    stage1_steps: int = 1200
+    stage2_steps: int = 2400
+    library: str = "cpu"
+    plus_library: str = "cpu-plus"
+    meta_batch: int = 4
+    batch_size: int = 64
+    stage1_task_temperature: float = PAPER_TASK_TEMPERATURE
+    stage2_task_temperature: float = 0.1
+    stage1_distillation: DistillTarget = "features"
+    stage2_distillation: DistillTarget = "logits"
+
+    def steps(self, stage: int) -> int:
+        """The steps of hypernetwork stage 1 or 2."""
+        return self.stage1_steps if stage == 1 else self.stage2_steps
+
+    def task_temperature(self, stage: int) -> float:
+        return self.stage1_task_temperature if stage == 1 else self.stage2_task_temperature
+
+    def distillation(self, stage: int) -> Distillation:
+        return DISTILLATIONS[self.stage1_distillation if stage == 1 else self.stage2_distillation]
+
+
+CPU_RECIPE = TrainingRecipe()
