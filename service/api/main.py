@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.routes import health, initialize, models, tasks
+from service.api.routes import health, inference_protocol, initialize, models, tasks
 
 api_router = APIRouter()
-for module in (health, initialize, tasks, models):
+for module in (health, initialize, tasks, models, inference_protocol):
     api_router.include_router(module.router)

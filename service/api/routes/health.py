@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import StateDep
 from service.core.metrics import render
+from service.state import ServiceState
 
 router = APIRouter(tags=["operations"])
 
@@ -22,17 +23,23 @@ async def healthz() -> dict[str, str]:
     responses={503: {"description": "not ready yet (Retry-After)"}},
 )
 async def readyz(state: StateDep) -> JSONResponse:
+    is_ready, body = readiness(state)
+    if not is_ready:
+        headers = {"Retry-After": str(state.settings.retry_after_seconds)}
+        return JSONResponse(body, status_code=503, headers=headers)
+    return JSONResponse(body)
+
+
+def readiness(state: ServiceState) -> tuple[bool, dict[str, str]]:
+    """Whether the worker serves requests, and the body ``/readyz`` answers with."""
     models = state.models
     if models.current is None:
-        return JSONResponse(
-            {
-                "status": "loading" if models.load_error is None else "failed",
-                "detail": models.load_error or "the checkpoint is still loading",
-            },
-            status_code=503,
-            headers={"Retry-After": str(state.settings.retry_after_seconds)},
-        )
-    return JSONResponse({"status": "ready", "model_version": models.current.model_version})
+        status = "loading" if models.load_error is None else "failed"
+        return False, {
+            "status": status,
+            "detail": models.load_error or "the checkpoint is still loading",
+        }
+    return True, {"status": "ready", "model_version": models.current.model_version}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
