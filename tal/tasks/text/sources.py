@@ -14,9 +14,12 @@ DEFAULT_SOURCE_ROOT = Path("/")
 
 _SPACES = re.compile(r"[ \t\f\v\r\u00a0]+")
 _BLANK_RUNS = re.compile(r"\n{3,}")
+_LINE_EDGES = re.compile(r" ?\n ?")
 _OVERSTRIKE = re.compile(r"[^\x08\n]\x08")
 """A character then a backspace: terminal bold and underline (``_\bx``) in old text files."""
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_NEEDS_CLEANING = re.compile(r"[\x00-\x1f\x7f\u00a0]|  ")
+"""Texts without these (most one-line texts) only need stripping."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,17 @@ def normalise_text(text: str) -> str:
     """Resolve backspace overstrikes, drop other control characters, collapse runs of spaces
     and tabs to one space, strip every line, keep line breaks but at most one blank line in a
     row, and strip the whole text."""
+    text = text.strip()
+    if _NEEDS_CLEANING.search(text) is None:
+        return text
     while "\x08" in text:
         stripped = _OVERSTRIKE.sub("", text)
         if stripped == text:
             break
         text = stripped
-    text = _CONTROL.sub("", text)
-    lines = [_SPACES.sub(" ", line).strip() for line in text.replace("\r\n", "\n").split("\n")]
-    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+    text = _SPACES.sub(" ", _CONTROL.sub("", text))
+    text = _LINE_EDGES.sub("\n", text)
+    return _BLANK_RUNS.sub("\n\n", text).strip()
 
 
 def read_source_text(path: Path) -> str:

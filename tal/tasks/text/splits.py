@@ -20,7 +20,7 @@ from .sources import SourceText
 
 FILL_ORDER: tuple[Split, ...] = ("test", "val", "train")
 """Evaluation splits are filled first, so they are complete whenever any split is."""
-ENCODE_CHUNK = 256
+ENCODE_CHUNK = 64
 """Texts tokenised per call while walking a class's candidates (only what is used is)."""
 
 Encoder = Callable[[list[str]], list[list[int]]]
@@ -62,7 +62,8 @@ def _ordered_groups(
     ordered = []
     for index in rng.permutation(len(keys)):
         members = groups[keys[index]]
-        members = [members[i] for i in rng.permutation(len(members))]
+        if len(members) > 1:
+            members = [members[i] for i in rng.permutation(len(members))]
         ordered.append(members[:max_per_group] if max_per_group else members)
     return ordered
 
