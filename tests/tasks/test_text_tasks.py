@@ -6,6 +6,7 @@ Every task is built once into the pytest temporary directory the image task test
 
 from __future__ import annotations
 
+import gzip
 import re
 import shlex
 from pathlib import Path
@@ -30,6 +31,7 @@ from tal.tasks import (
 from tal.tasks.data import TaskInfo
 from tal.tasks.text.suite import TEXT_SPECS_BY_NAME
 from tal.tasks.text.tokenizer import END_OF_TEXT_ID, gpt2_tokenizer
+from tal.tasks.text.wordnet import LEXNAMES
 
 TEXT_TASKS = task_names("text")
 SETUP_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "setup"
@@ -148,3 +150,11 @@ def test_fingerprint_is_deterministic_across_builds(task_root: Path, tmp_path: P
 def test_load_text_task_refuses_image_tasks(task_root: Path) -> None:
     with pytest.raises(ValueError, match="image task"):
         load_text_task("glyphs_digits", "val", root=task_root, limit=1)
+
+
+def test_lexicographer_names_match_wordnets_manual() -> None:
+    # wordnet-base ships lexnames(5WN), the table of lexicographer files, but not the file
+    manual = Path("/usr/share/man/man5/lexnames.5WN.gz")
+    rows = gzip.decompress(manual.read_bytes()).decode().splitlines()
+    table = [row.split()[1] for row in rows if re.match(r"^\d\d\t", row)]
+    assert tuple(table) == LEXNAMES
