@@ -12,6 +12,7 @@ with the ``tokenizers`` library (the Rust fast tokenizer). No code path download
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import threading
 from dataclasses import dataclass
@@ -83,22 +84,30 @@ def locate_tokenizer_files() -> TokenizerFiles:
     return files
 
 
+def _import_tokenizers() -> Any:
+    try:
+        return importlib.import_module("tokenizers")
+    except ImportError:
+        raise ImportError(
+            "GPT-2's tokenizer needs the 'tokenizers' package; install it with "
+            "`pip install tokenizers` (or the project's `text` extra)"
+        ) from None
+
+
 def tokenizer_fingerprint() -> str:
     """A short string that changes whenever tokenisation could change (files and library)."""
-    import tokenizers
-
+    tokenizers = _import_tokenizers()
     return f"gpt2:{ENCODER_SHA256[:16]}:{MERGES_SHA256[:16]}:tokenizers-{tokenizers.__version__}"
 
 
 def build_gpt2_tokenizer(files: TokenizerFiles) -> Tokenizer:
     """A ``tokenizers.Tokenizer`` equal to GPT-2's: byte-level BPE, no prefix space, no
     normaliser, ``<|endoftext|>`` as its special token."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-
-    tokenizer = Tokenizer(models.BPE.from_file(str(files.encoder), str(files.merges)))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens([AddedToken(END_OF_TEXT, special=True)])
+    lib = _import_tokenizers()
+    tokenizer = lib.Tokenizer(lib.models.BPE.from_file(str(files.encoder), str(files.merges)))
+    tokenizer.pre_tokenizer = lib.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = lib.decoders.ByteLevel()
+    tokenizer.add_special_tokens([lib.AddedToken(END_OF_TEXT, special=True)])
     if tokenizer.get_vocab_size() != GPT2_VOCAB_SIZE:
         raise TokenizerFilesError(
             f"built a vocabulary of {tokenizer.get_vocab_size()} tokens, expected {GPT2_VOCAB_SIZE}"
