@@ -7,15 +7,20 @@ Fashion-MNIST (``dataset-fashion-mnist``) and glyphs rendered from Debian fonts.
     >>> from tal.tasks import list_tasks, load_task
     >>> data = load_task("glyphs_digits", "train")   # TaskData: images (N,1,32,32), labels (N,)
 
+Text tasks (``modality="text"``, ``list_tasks("text")``) load as ``TextTaskData``: GPT-2 token
+ids from Debian's fortunes, WordNet and man pages (see ``tal.tasks.text``).
+
 Users' own data comes in through ``load_image_folder``, ``load_npz``, ``load_torchvision`` and
-``load_hf_dataset``, which return the same ``TaskData``.
+``load_hf_dataset``, which return the same ``TaskData``, and text through ``load_text_file``.
 """
 
 from .cache import DATA_DIR_ENV, resolve_data_dir
 from .data import (
+    MODALITIES,
     SPLITS,
     SUITE_IMAGE_SIZE,
     SUITE_IN_CHANS,
+    Modality,
     NormStats,
     Split,
     SplitSizes,
@@ -30,22 +35,28 @@ from .registry import (
     held_out_task,
     list_tasks,
     load_task,
+    load_text_task,
     required_apt_packages,
     task_names,
 )
+from .text import TextDataError, TextTaskData, load_text_file
 from .user_data import load_hf_dataset, load_image_folder, load_npz, load_torchvision
 
 __all__ = [
     "DATA_DIR_ENV",
+    "MODALITIES",
     "SPLITS",
     "SUITE_IMAGE_SIZE",
     "SUITE_IN_CHANS",
+    "Modality",
     "NormStats",
     "Split",
     "SplitSizes",
     "TaskData",
     "TaskInfo",
     "TaskSourceMissingError",
+    "TextDataError",
+    "TextTaskData",
     "UnknownTaskError",
     "clear_memory_cache",
     "data_fingerprint",
@@ -56,6 +67,8 @@ __all__ = [
     "load_image_folder",
     "load_npz",
     "load_task",
+    "load_text_file",
+    "load_text_task",
     "load_torchvision",
     "required_apt_packages",
     "resolve_data_dir",

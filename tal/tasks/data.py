@@ -16,6 +16,9 @@ SUITE_IN_CHANS = 1
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = get_args(Split)
 
+Modality = Literal["image", "text"]
+MODALITIES: tuple[Modality, ...] = get_args(Modality)
+
 
 def check_split(split: str) -> Split:
     """Return ``split`` unchanged if it names a split, else raise ``ValueError``."""
@@ -65,13 +68,27 @@ class TaskInfo:
     apt_packages: tuple[str, ...]
     """Debian packages that must be installed to build the task."""
     held_out_of_stage2: bool = False
-    """True for the one task kept out of multi-task (stage 2) training."""
+    """True for the one task of its modality kept out of multi-task (stage 2) training."""
+    modality: Modality = "image"
+    """``"image"`` tasks load as ``TaskData``; ``"text"`` tasks as ``TextTaskData`` (their
+    ``image_size`` and ``in_chans`` are 0)."""
+    max_tokens: int = 0
+    """Tokens per example of a text task (0 for image tasks)."""
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"task {self.name!r}: {len(self.class_names)} class names "
                 f"for {self.num_classes} classes"
+            )
+        if self.modality not in MODALITIES:
+            raise ValueError(f"task {self.name!r}: modality must be one of {MODALITIES}")
+        is_text = self.modality == "text"
+        if is_text != (self.max_tokens > 0) or is_text == (self.image_size > 0):
+            raise ValueError(
+                f"task {self.name!r}: a text task has max_tokens > 0 and image_size 0, an "
+                f"image task the reverse (got {self.modality}, max_tokens={self.max_tokens}, "
+                f"image_size={self.image_size})"
             )
 
 

@@ -17,6 +17,7 @@ from .data import (
     SPLITS,
     SUITE_IMAGE_SIZE,
     SUITE_IN_CHANS,
+    Modality,
     NormStats,
     SplitSizes,
     TaskData,
@@ -27,6 +28,9 @@ from .errors import UnknownTaskError
 from .fonts import FONT_DIRS_ENV
 from .glyphs import GlyphClass, GlyphTaskSpec, load_glyph_task_raw
 from .preprocess import norm_stats_from_uint8, normalize, to_unit_float
+from .text.data import TextTaskData
+from .text.loader import clear_text_memo, load_text_split, text_data_fingerprint
+from .text.suite import TEXT_SPECS_BY_NAME, TEXT_TASK_SPECS
 
 FONT_SOURCE = "rendered:debian-fonts"
 
@@ -124,18 +128,38 @@ _TASKS: tuple[TaskInfo, ...] = (
         )
         for spec in GLYPH_SPECS
     ),
+    *(
+        TaskInfo(
+            name=spec.name,
+            source=f"debian:{','.join(spec.apt_packages)}",
+            num_classes=spec.num_classes,
+            image_size=0,
+            in_chans=0,
+            description=spec.description,
+            split_sizes=spec.split_sizes,
+            class_names=spec.class_names,
+            apt_packages=spec.apt_packages,
+            held_out_of_stage2=spec.held_out_of_stage2,
+            modality="text",
+            max_tokens=spec.max_tokens,
+        )
+        for spec in TEXT_TASK_SPECS
+    ),
 )
 _TASKS_BY_NAME = {info.name: info for info in _TASKS}
 
 
-def list_tasks() -> list[TaskInfo]:
-    """Every task of the suite, in a fixed order."""
-    return list(_TASKS)
+def list_tasks(modality: Modality | None = "image") -> list[TaskInfo]:
+    """The tasks of one modality (``None``: every task), in a fixed order.
+
+    The default is the image suite, which the training and evaluation code iterate over.
+    """
+    return [info for info in _TASKS if modality is None or info.modality == modality]
 
 
-def task_names() -> list[str]:
-    """Names of every task, in the order of ``list_tasks``."""
-    return [info.name for info in _TASKS]
+def task_names(modality: Modality | None = "image") -> list[str]:
+    """Names of the tasks of ``list_tasks(modality)``, in its order."""
+    return [info.name for info in list_tasks(modality)]
 
 
 def get_task_info(name: str) -> TaskInfo:
@@ -146,15 +170,15 @@ def get_task_info(name: str) -> TaskInfo:
         raise UnknownTaskError(name, _TASKS_BY_NAME) from None
 
 
-def held_out_task() -> TaskInfo:
-    """The one task kept out of multi-task (stage 2) training."""
-    (info,) = [info for info in _TASKS if info.held_out_of_stage2]
+def held_out_task(modality: Modality = "image") -> TaskInfo:
+    """The one task of ``modality`` kept out of multi-task (stage 2) training."""
+    (info,) = [info for info in list_tasks(modality) if info.held_out_of_stage2]
     return info
 
 
-def required_apt_packages() -> list[str]:
-    """Debian packages the whole suite needs, in a stable order."""
-    return list(dict.fromkeys(pkg for info in _TASKS for pkg in info.apt_packages))
+def required_apt_packages(modality: Modality | None = None) -> list[str]:
+    """Debian packages the suite needs (every task's, or one modality's), in a stable order."""
+    return list(dict.fromkeys(pkg for info in list_tasks(modality) for pkg in info.apt_packages))
 
 
 @dataclass(frozen=True)
@@ -206,6 +230,7 @@ def clear_memory_cache() -> None:
     """Drop the in-process copies of loaded tasks (the on-disk cache is kept)."""
     with _RAW_MEMO_LOCK:
         _RAW_MEMO.clear()
+    clear_text_memo()
 
 
 def load_task(
@@ -213,11 +238,11 @@ def load_task(
     split: str,
     root: str | os.PathLike[str] | None = None,
     limit: int | None = None,
-) -> TaskData:
+) -> TaskData | TextTaskData:
     """Load one split of a task of the suite.
 
     Args:
-        name: a task name from ``list_tasks``.
+        name: a task name from ``list_tasks(None)``.
         split: ``"train"``, ``"val"`` or ``"test"``.
         root: data directory (default ``$TAL_DATA_DIR`` or ``~/.cache/tal/tasks``): generated
             tasks are cached there, and a ``fashion-mnist`` folder in it is searched first for
@@ -226,14 +251,19 @@ def load_task(
         limit: keep only the first ``limit`` examples of the (fixed, shuffled) split.
 
     Returns:
-        ``TaskData`` with ``images`` float32 ``(N, 1, 32, 32)``, normalised with the train
-        split's mean and std, and ``labels`` int64 ``(N,)``. The same call always returns the
-        same values.
+        For an image task, ``TaskData`` with ``images`` float32 ``(N, 1, 32, 32)``, normalised
+        with the train split's mean and std, and ``labels`` int64 ``(N,)``. For a text task,
+        ``TextTaskData`` with ``input_ids`` int64 ``(N, max_tokens)`` (GPT-2 BPE, padded with
+        50256), ``lengths`` and ``labels`` int64 ``(N,)``; its Debian source files are read
+        under ``$TAL_TEXT_SOURCE_ROOT`` (default ``/``). The same call always returns the same
+        values.
     """
     info = get_task_info(name)
     split = check_split(split)
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be non-negative, got {limit}")
+    if info.modality == "text":
+        return load_text_split(TEXT_SPECS_BY_NAME[name], split, resolve_data_dir(root), limit)
     raw = _load_raw(name, root)
     images_u8, labels = raw.splits[split]
     if limit is not None:
@@ -250,11 +280,28 @@ def load_task(
     )
 
 
+def load_text_task(
+    name: str,
+    split: str,
+    root: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+) -> TextTaskData:
+    """``load_task`` for a text task, typed as ``TextTaskData``; ``ValueError`` for an image
+    task."""
+    data = load_task(name, split, root=root, limit=limit)
+    if not isinstance(data, TextTaskData):
+        raise ValueError(f"task {name!r} is an image task; load it with load_task")
+    return data
+
+
 def data_fingerprint(name: str, root: str | os.PathLike[str] | None = None) -> str:
-    """sha256 (hex) over every split's image and label bytes (and shapes) of task ``name``.
+    """sha256 (hex) over every split's data and label bytes (and shapes) of task ``name``:
+    images for an image task, token ids and lengths for a text task.
 
     Equal fingerprints mean bit-identical data, so it can be written into run manifests.
     """
+    if get_task_info(name).modality == "text":
+        return text_data_fingerprint(TEXT_SPECS_BY_NAME[name], resolve_data_dir(root))
     raw = _load_raw(name, root)
     digest = hashlib.sha256(name.encode())
     for split in SPLITS:
