@@ -31,6 +31,7 @@ from tal.blobs.layout import (
     aligned_order,
     plan_layout,
 )
+from tal.blobs.memory import empty_bytes
 from tal.blobs.reader import BytesLike, read_state_dict
 from tal.blobs.reader import read_metadata as _read_metadata
 
@@ -155,7 +156,7 @@ def _read_file(path: Path) -> torch.Tensor:
     """The file's bytes in one fresh ``uint8`` tensor, read straight into it."""
     with path.open("rb", buffering=0) as handle:
         size = os.fstat(handle.fileno()).st_size
-        buffer = torch.empty(size, dtype=torch.uint8)
+        buffer = empty_bytes(size)
         view = memoryview(buffer.numpy())
         done = 0
         while done < size:

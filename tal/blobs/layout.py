@@ -22,7 +22,8 @@ Why a torch ``uint8`` tensor and not a ``bytearray`` or ``bytes``:
 
 * the decoder's outputs can be views of it (``buffer[a:b].view(dtype).view(shape)``), and the
   prediction output pool (:mod:`tal.hypernet.arena`) already hands out such buffers for reuse;
-* ``torch.empty`` does not zero its memory (``bytearray(n)`` does: a second pass over 300 MB);
+* fresh memory comes from :func:`tal.blobs.memory.empty_bytes` (huge pages; ``bytearray(n)``
+  would zero-fill 4 KiB pages: on our machines page faults cost more than the copy itself);
 * :meth:`Blob.memoryview` exposes it without a copy (through NumPy), read-only, which is what
   an HTTP response, the in-process cache and redis-py take; the memoryview keeps the buffer
   alive, and while it lives the output pool does not reuse the buffer.
@@ -43,6 +44,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from tal.blobs.memory import empty_bytes
 
 HEADER_LENGTH_BYTES = 8  # the little-endian u64 before the JSON header
 HEADER_LENGTH_FORMAT = "<Q"
@@ -156,7 +159,7 @@ class Layout:
 
     def allocate(self, buffer: torch.Tensor | None = None) -> Blob:
         """A :class:`Blob` over ``buffer`` (a flat CPU ``uint8`` tensor of ``total_bytes``, e.g.
-        from the output pool) or over fresh memory, with the header written."""
+        from the output pool) or over fresh memory (``empty_bytes``), with the header written."""
         return Blob(self, buffer)
 
 
@@ -299,7 +302,7 @@ class Blob:
     def __init__(self, layout: Layout, buffer: torch.Tensor | None = None) -> None:
         check_little_endian()
         if buffer is None:
-            buffer = torch.empty(layout.total_bytes, dtype=torch.uint8)
+            buffer = empty_bytes(layout.total_bytes)
         if (
             buffer.dtype != torch.uint8
             or buffer.dim() != 1

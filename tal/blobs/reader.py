@@ -34,6 +34,7 @@ from tal.blobs.layout import (
     check_little_endian,
     payload_view,
 )
+from tal.blobs.memory import empty_bytes
 
 # Anything with the buffer protocol (bytes, bytearray, memoryview, mmap, a NumPy array) or a
 # flat uint8 CPU tensor.
@@ -224,7 +225,7 @@ def _writable_buffer(data: BytesLike) -> torch.Tensor:
     view = _byte_view(data)
     if not view.readonly:
         return torch.frombuffer(view, dtype=torch.uint8)
-    buffer = torch.empty(view.nbytes, dtype=torch.uint8)
+    buffer = empty_bytes(view.nbytes)
     buffer.numpy()[:] = np.frombuffer(view, dtype=np.uint8)
     return buffer
 
