@@ -5,8 +5,8 @@
 A study, not a test: loopback only, bounded (a few minutes on two cores). It prints five
 markdown tables, medians and p95 over ``--reps`` repeats:
 
-1. **Serialising** ViT-B/16's state dict (timm's init): ``tal.io.to_bytes`` (safetensors, then a
-   metadata rewrite), ``safetensors.torch.save``, ``tal.blobs.io.to_bytes`` and
+1. **Serialising** ViT-B/16's state dict (timm's init): ``safetensors.torch.save`` (what the
+   service used before ``tal.blobs``), ``tal.blobs.io.to_bytes`` and
    ``tal.blobs.io.pack`` (the buffer the service would cache and send as a memoryview).
 2. **Servers**: a minimal Starlette app under uvicorn (a subprocess on 127.0.0.1) with each
    event loop (``uvloop``, ``asyncio``) and HTTP implementation (``httptools``, ``h11``), sending
@@ -252,13 +252,13 @@ def http_client_to_file(url: str, path: Path, chunk: memoryview) -> Path:
 
 
 def talclient_today(client, url: str):
-    """What ``TALClient.state_dict`` does now: 1 MiB ``iter_bytes`` chunks, joined, then
-    ``tal.io.load_state_dict``."""
-    from tal import io as reference_io
+    """What ``TALClient.state_dict`` did before this study: 1 MiB ``iter_bytes`` chunks,
+    joined, then ``safetensors.torch.load``."""
+    import safetensors.torch
 
     with client.stream("GET", url) as response:
         blob = b"".join(response.iter_bytes(MIB))
-    return reference_io.load_state_dict(blob)
+    return safetensors.torch.load(blob)
 
 
 def urllib3_readinto(pool, url: str, kind: str):
@@ -434,13 +434,11 @@ def vit_b_state_dict():
 def serialising(tensors, reps: int) -> list[Row]:
     import safetensors.torch
 
-    from tal import io as reference_io
     from tal.blobs import io
 
     metadata = {"tal.spec": VIT_B}
     return [
         measure("safetensors.torch.save", lambda: safetensors.torch.save(tensors), reps),
-        measure("tal.io.to_bytes (today)", lambda: reference_io.to_bytes(tensors, metadata), reps),
         measure("tal.blobs.io.to_bytes", lambda: io.to_bytes(tensors, metadata), reps),
         measure("tal.blobs.io.pack (cached buffer)", lambda: io.pack(tensors, metadata), reps),
     ]
@@ -489,7 +487,7 @@ def clients(blob_path: Path, expected: bytes, reps: int, route: str) -> list[Row
             label = "http.client readinto 16 MiB -> file"
             call = lambda: http_client_to_file(url, path, file_chunk)  # noqa: E731
             rows.append(measure(label, call, reps))
-        label = "state dict, today: httpx iter_bytes(1 MiB), join, tal.io.load_state_dict"
+        label = "state dict, before: httpx iter_bytes(1 MiB), join, safetensors.torch.load"
         rows.append(measure(label, lambda: talclient_today(client, url), reps))
         label = "state dict: http.client readinto -> empty_bytes, read_state_dict"
         call = lambda: read_state_dict(http_client_readinto(url, HUGE))  # noqa: E731
@@ -556,13 +554,11 @@ def fresh_buffers(expected: bytes, reps: int) -> list[Row]:
 def tensors_from_buffer(expected: bytes, reps: int) -> list[Row]:
     import safetensors.torch
 
-    from tal import io as reference_io
     from tal.blobs.reader import read_state_dict
 
     writable = bytearray(expected)
     cases = {
         "safetensors.torch.load(bytes)": lambda: safetensors.torch.load(expected),
-        "tal.io.load_state_dict(bytes) (today)": lambda: reference_io.load_state_dict(expected),
         "tal.blobs read_state_dict(bytes): one copy": lambda: read_state_dict(expected),
         "tal.blobs read_state_dict(bytearray): views": lambda: read_state_dict(writable),
     }

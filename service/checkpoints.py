@@ -15,8 +15,8 @@ from service.core.config import Settings
 from service.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from service.core.logging import LOGGER
 from service.core.metrics import MODEL_READY, set_model_info
-from tal import io
 from tal.arch.specs import GPT2Spec, ViTSpec
+from tal.blobs import io
 from tal.checkpoints import store
 from tal.checkpoints.learngene import Learngene, default_device, load_default
 from tal.predict import blob_metadata

@@ -22,10 +22,10 @@ from service.core.logging import LOGGER, RateLimitedLog
 from service.core.metrics import HEAD_FIT_DURATION, PREDICTION_DURATION, SERIALIZATION_DURATION
 from service.task_registry import ResolvedTask
 from tal import __version__ as tal_version
-from tal import io
 from tal.arch.formats import check_format
 from tal.arch.parse import parse_arch
 from tal.arch.specs import GPT2Spec, SpecError, ViTSpec
+from tal.blobs import io
 from tal.checkpoints.learngene import Learngene
 from tal.checkpoints.provenance import code_version
 from tal.heads.choice import HEAD_DISCRIMINANT, HEAD_METADATA_KEY, HEAD_PREDICTED, ServedHead

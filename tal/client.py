@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from tal import io
+from tal.blobs import io
 from tal.heads.choice import HEAD_AUTO
 
 DEFAULT_TIMEOUT_SECONDS = 300.0

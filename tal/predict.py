@@ -8,10 +8,10 @@ from functools import lru_cache
 
 import torch
 
-from tal import io
 from tal.arch.formats import OutputFormat
 from tal.arch.parse import parse_arch
 from tal.arch.specs import SpecLike, ViTSpec
+from tal.blobs import io
 from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
 from tal.checkpoints.learngene import Learngene, load_default
 from tal.heads.discriminant import DiscriminantHeadFit

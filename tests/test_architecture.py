@@ -14,7 +14,7 @@ PACKAGES = ("tal", "service")
 FLOORS: dict[str, int] = {
     "tal.arch": 0,
     "tal.tasks": 0,
-    "tal.io": 0,
+    "tal.blobs": 0,
     "tal.hypernet": 1,
     "tal.checkpoints": 2,
     "tal.heads": 3,

@@ -1,19 +1,19 @@
-"""Safetensors I/O for predicted weights on :mod:`tal.blobs.layout`: the functions of
-:mod:`tal.io` with the same signatures and behaviour, plus :func:`pack`.
+"""Safetensors I/O on :mod:`tal.blobs.layout`: :func:`pack` tensors into a blob, blobs to bytes
+and files, files and blobs back to tensors.
 
 Tied tensors (a GPT-2 ``lm_head.weight`` that *is* ``transformer.wte.weight``) are written once,
 following the Hugging Face convention; the alias is recorded in the metadata and restored by
 :func:`load_state_dict`, so the loaded dict matches the model's ``state_dict()`` with
 ``strict=True``. ``safetensors.torch.load_model`` also handles such files.
 
-Copies: :func:`pack` and :func:`to_bytes` copy each stored tensor once, straight into the blob
-(cast there when a dtype is given); :func:`save_file` writes that buffer without making bytes
-of it; :func:`load_state_dict` reads a file into one buffer and returns views of it.
+Copies: :func:`pack` copies each stored tensor once, straight into the blob (cast there when a
+dtype is given); :func:`save_file` writes that buffer without making bytes of it;
+:func:`to_bytes` copies it once more into ``bytes``; :func:`load_state_dict` reads a file into
+one buffer and returns views of it.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import tempfile
 from collections.abc import Mapping
@@ -44,15 +44,6 @@ __all__ = [
     "to_bytes",
     "write_atomic",
 ]
-
-# CPython's C API, as C extensions build a bytes object: allocate it uninitialised, fill it,
-# then hand it out (PyBytes_FromStringAndSize(NULL, n) and PyBytes_AsString).
-_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
-_new_bytes.restype = ctypes.py_object
-_new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-_bytes_address = ctypes.pythonapi.PyBytes_AsString
-_bytes_address.restype = ctypes.c_void_p
-_bytes_address.argtypes = (ctypes.py_object,)
 
 
 def _split_aliases(
@@ -102,25 +93,14 @@ def pack(
     return blob
 
 
-def _fresh_bytes(size: int) -> tuple[bytes, torch.Tensor]:
-    """A new, uninitialised ``bytes`` object of ``size`` and a writable ``uint8`` tensor over its
-    memory. Only for filling it before it is handed out: bytes are immutable once shared."""
-    data = _new_bytes(None, size)
-    array = (ctypes.c_ubyte * size).from_address(_bytes_address(data))
-    array.owner = data  # the tensor keeps the ctypes array alive, which keeps the bytes alive
-    return data, torch.frombuffer(array, dtype=torch.uint8)
-
-
 def to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """Serialises tensors (aliases written once) with string metadata; same input, same bytes.
 
-    ``format: pt`` is added so ``transformers``' ``from_pretrained`` accepts the file. The
-    tensors are copied once, into the returned bytes object itself.
+    ``format: pt`` is added so ``transformers``' ``from_pretrained`` accepts the file. For small
+    blobs (checkpoint parts, task supports): predictions go through :func:`pack` or the
+    decoder's in-place blob, which make no ``bytes`` copy.
     """
-    layout, unique = _plan(tensors, metadata, None)
-    data, buffer = _fresh_bytes(layout.total_bytes)
-    layout.allocate(buffer).write(unique)
-    return data
+    return bytes(pack(tensors, metadata).memoryview())
 
 
 def write_atomic(path: str | Path, data: BytesLike) -> None:

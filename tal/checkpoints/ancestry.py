@@ -90,7 +90,7 @@ class Ancestry:
 
     def to_bytes(self) -> bytes:
         """Safetensors bytes (metadata: spec, task offsets); the same model gives the same bytes."""
-        from tal.io import to_bytes
+        from tal.blobs.io import to_bytes
 
         metadata = {
             "spec": self.spec.canonical_json(),
@@ -101,7 +101,7 @@ class Ancestry:
 
     @classmethod
     def from_bytes(cls, blob: bytes, device: str | torch.device = "cpu") -> Ancestry:
-        from tal.io import read_metadata
+        from tal.blobs.io import read_metadata
 
         metadata = read_metadata(blob)
         spec = ViTSpec.model_validate_json(metadata["spec"])

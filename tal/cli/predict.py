@@ -35,9 +35,9 @@ def _load_task_data(path: Path, spec: object) -> object:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from tal import io
     from tal.arch.parse import parse_arch
     from tal.arch.specs import SpecError
+    from tal.blobs import io
     from tal.checkpoints import store
     from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES, NoAncestryError
     from tal.checkpoints.learngene import Learngene, load_default

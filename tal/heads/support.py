@@ -14,10 +14,10 @@ from dataclasses import replace
 import torch
 from safetensors import SafetensorError
 
-from tal import io
 from tal.arch.formats import OutputFormat, parse_dtype
 from tal.arch.specs import ViTSpec
 from tal.arch.target_models import build_model
+from tal.blobs import io
 from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
 from tal.heads.discriminant import DiscriminantHeadFit, fit_discriminant_head
 from tal.tasks import NormStats, TaskData

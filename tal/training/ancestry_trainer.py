@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tal.arch.specs import ViTSpec
+from tal.blobs.io import write_atomic
 from tal.checkpoints import store
 from tal.checkpoints.ancestry import Ancestry
-from tal.io import write_atomic
 from tal.tasks import SUITE_IMAGE_SIZE, SUITE_IN_CHANS, data_fingerprint, load_task
 from tal.training.config import AncestryTrainConfig, GuardConfig
 from tal.training.data import SuiteData, step_generator

@@ -13,7 +13,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from tal.io import read_metadata, write_atomic
+from tal.blobs.io import read_metadata, write_atomic
 
 OPTIMIZER_PREFIX = "optim."
 

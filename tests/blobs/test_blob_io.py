@@ -1,4 +1,4 @@
-"""``tal.blobs.io`` against safetensors' own readers, and as a drop-in for ``tal.io``."""
+"""``tal.blobs.io`` against safetensors' own readers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tal import io as reference_io
 from tal.blobs import io
 from tal.blobs.layout import ALIASES_KEY, DTYPES_BY_CODE
 
@@ -110,21 +109,6 @@ def test_pack_casts_once_into_the_payload():
     for name, tensor in tensors.items():
         assert loaded[name].dtype == torch.bfloat16
         assert torch.equal(loaded[name], tensor.to(torch.bfloat16))
-
-
-def test_tal_io_and_tal_blobs_io_read_each_others_blobs():
-    wte = torch.randn(10, 4)
-    tensors = {"transformer.wte.weight": wte, "lm_head.weight": wte, "ln.bias": torch.zeros(4),
-               "step": torch.tensor(3, dtype=torch.int64)}  # fmt: skip
-    metadata = {"tal.seed": "5"}
-    ours, theirs = io.to_bytes(tensors, metadata), reference_io.to_bytes(tensors, metadata)
-    for data in (ours, theirs):
-        for reader in (io.load_state_dict, reference_io.load_state_dict):
-            loaded, read = reader(data)
-            assert_same_tensors(loaded, tensors)
-            assert loaded["lm_head.weight"] is loaded["transformer.wte.weight"]
-            assert read == {"format": "pt", "tal.seed": "5", ALIASES_KEY: read[ALIASES_KEY]}
-        assert io.read_metadata(data) == reference_io.read_metadata(data)
 
 
 def test_a_transposed_view_of_the_same_memory_is_not_an_alias():

@@ -8,9 +8,9 @@ import torch
 import transformers
 from timm.models.vision_transformer import VisionTransformer
 
+from tal.arch.specs import GPT2Spec
 from tal.blobs import io
 from tal.blobs.layout import ALIASES_KEY
-from tal.specs import GPT2Spec
 
 GPT2_CONFIG = {"n_layer": 2, "n_embd": 16, "n_head": 2, "vocab_size": 40, "n_positions": 8}
 TIED = ("lm_head.weight", "transformer.wte.weight")

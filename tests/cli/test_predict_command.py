@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tal import io
 from tal.arch.parse import parse_arch
 from tal.arch.target_models import build_model
+from tal.blobs import io
 from tal.tasks import load_npz
 
 

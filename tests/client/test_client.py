@@ -15,9 +15,9 @@ import pytest
 from client_support import MODEL, TASK, service_settings
 from harness import ServiceProcess, free_port
 
-from tal import io
 from tal.arch.parse import parse_arch
 from tal.arch.target_models import build_model
+from tal.blobs import io
 from tal.client import AsyncTALClient, RetryPolicy, TALClient, TALError
 
 VIT = {"family": "vit", "depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 32,

@@ -6,9 +6,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from tal import io
 from tal.arch.specs import GPT2Spec, ViTSpec
 from tal.arch.target_models import build_model
+from tal.blobs import io
 from tal.checkpoints import store
 from tal.checkpoints.learngene import Learngene
 from tal.checkpoints.provenance import describe_environment

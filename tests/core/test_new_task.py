@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from tal import io
 from tal.arch.specs import ViTSpec
 from tal.arch.target_models import build_model
+from tal.blobs import io
 from tal.checkpoints.learngene import Learngene
 from tal.heads.support import (
     balanced_support,

@@ -12,9 +12,9 @@ import pytest
 import torch
 from svc_support import ANCESTRY_SPEC, MAX_HEAD_FIT_GFLOP_C, MODEL, TASK, TINY_GPT2, TINY_VIT
 
-from tal import io
 from tal.arch.specs import ViTSpec
 from tal.arch.target_models import build_model
+from tal.blobs import io
 from tal.checkpoints.learngene import Learngene
 from tal.heads.support import head_fit_gflop
 from tal.predict import predict_for_task_data

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from svc_support import MODEL, TASK, TINY_GPT2, TINY_VIT, metric_value
 
-from tal import io
 from tal.arch.parse import parse_arch
 from tal.arch.target_models import build_model
+from tal.blobs import io
 
 REDIS_WRITE_GRACE = 0.3
 

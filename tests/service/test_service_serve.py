@@ -12,7 +12,7 @@ import httpx
 from harness import free_port
 from svc_support import MODEL, TINY_VIT
 
-from tal import io
+from tal.blobs import io
 from tal.client import RetryPolicy, TALClient
 
 REQUESTS = 20

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 from svc_support import TASK, TINY_VIT
 
-from tal import io
+from tal.blobs import io
 
 TASK_DIM = 192
 REDIS_WRITE_GRACE = 0.3
