@@ -16,10 +16,9 @@ from service.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from service.core.logging import LOGGER
 from service.core.metrics import MODEL_READY, set_model_info
 from tal.arch.specs import GPT2Spec, ViTSpec
-from tal.blobs import io
 from tal.checkpoints import store
 from tal.checkpoints.learngene import Learngene, default_device, load_default
-from tal.predict import blob_metadata
+from tal.predict import predict_blob
 
 EMBEDDED_VERSION = "embedded"
 # Warm-up: the smallest ViT and GPT-2 the service can be asked for, predicted and serialised.
@@ -89,11 +88,11 @@ def load_checkpoint(
 
 
 def warm_up(learngene: Learngene) -> None:
-    """One small prediction per family, serialised: first requests pay no lazy start-up."""
+    """One small blob per family: first requests pay no lazy start-up."""
     for spec in WARMUP_SPECS:
-        format = "hf" if isinstance(spec, GPT2Spec) else "timm"
-        tensors = learngene.predict(spec, None, format)
-        io.to_bytes(tensors, blob_metadata(spec, None, format, "float32", learngene))
+        predict_blob(
+            spec, None, "hf" if isinstance(spec, GPT2Spec) else "timm", learngene=learngene
+        )
 
 
 class ModelManager:

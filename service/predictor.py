@@ -15,22 +15,20 @@ from service.cache.keys import BlobKey, blob_etag, task_hash
 from service.cache.memory import CacheEntry
 from service.cache.singleflight import SingleFlight
 from service.cache.tiered import TieredCache
-from service.core.budget import FITTING_DTYPE, BudgetExhausted, InflightBudget, estimate_bytes
+from service.core.budget import BudgetExhausted, InflightBudget, estimate_bytes
 from service.core.config import Settings
 from service.core.errors import InvalidInput, TooLarge, Unavailable
 from service.core.logging import LOGGER, RateLimitedLog
-from service.core.metrics import HEAD_FIT_DURATION, PREDICTION_DURATION, SERIALIZATION_DURATION
+from service.core.metrics import HEAD_FIT_DURATION, PREDICTION_DURATION
 from service.task_registry import ResolvedTask
 from tal import __version__ as tal_version
 from tal.arch.formats import check_format
 from tal.arch.parse import parse_arch
 from tal.arch.specs import GPT2Spec, SpecError, ViTSpec
-from tal.blobs import io
 from tal.checkpoints.learngene import Learngene
 from tal.checkpoints.provenance import code_version
-from tal.heads.choice import HEAD_DISCRIMINANT, HEAD_METADATA_KEY, HEAD_PREDICTED, ServedHead
-from tal.heads.support import INPUT_NORM_METADATA_KEY, fit_head_to_support, norm_metadata
-from tal.predict import blob_metadata
+from tal.heads.choice import HEAD_DISCRIMINANT, HEAD_PREDICTED, ServedHead
+from tal.predict import predict_blob
 from tal.tasks import TaskData
 
 Spec = ViTSpec | GPT2Spec
@@ -82,50 +80,33 @@ def validate_request(
     return BlobRequest(spec, num_params, task, format, dtype)
 
 
-def predict_blob(
+def compute_entry(
     learngene: Learngene,
     request: BlobRequest,
     embedding: torch.Tensor | None,
     key: str,
     support: TaskData | None = None,
 ) -> CacheEntry:
-    """Predicts and serialises one blob, tagged for cache key ``key`` (blocking: run it in a
-    thread).
+    """Predicts one blob straight into its buffer, tagged for cache key ``key`` (blocking: run
+    it in a thread).
 
     ``embedding`` is the task's ``(task_dim,)`` vector or None (unconditioned); ``support``,
     the task's labelled images, when the request fits a discriminant head to them.
     """
     start = time.perf_counter()
-    tensors = learngene.predict(
+    result = predict_blob(
         request.spec,
-        embedding,
+        request.task,
         request.format,  # type: ignore[arg-type]
-        FITTING_DTYPE if support is not None else request.dtype,
+        request.dtype,  # type: ignore[arg-type]
+        learngene=learngene,
+        embedding=embedding,
+        support=support,
+        head=request.head,
     )
-    predicted = ready = time.perf_counter()
-    metadata = blob_metadata(request.spec, request.task, request.format, request.dtype, learngene)
-    metadata[HEAD_METADATA_KEY] = request.head
-    if support is None:
-        tensors = _to_cpu(tensors)
-    else:
-        assert isinstance(request.spec, ViTSpec)  # choose_head fits heads to ViTs only
-        tensors, _, norm = fit_head_to_support(
-            request.spec,
-            tensors,
-            support,
-            request.format,  # type: ignore[arg-type]
-            request.dtype,
-            learngene.hypernet.device,
-        )
-        metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(norm)
-        ready = time.perf_counter()
-        HEAD_FIT_DURATION.labels(request.family).observe(ready - predicted)
-    blob = io.to_bytes(tensors, metadata)
-    del tensors
-    entry = CacheEntry(blob_etag(key, _producer(learngene)), blob)
-    PREDICTION_DURATION.labels(request.family).observe(predicted - start)
-    SERIALIZATION_DURATION.labels(request.family).observe(time.perf_counter() - ready)
-    return entry
+    histogram = HEAD_FIT_DURATION if request.fits_head else PREDICTION_DURATION
+    histogram.labels(request.family).observe(time.perf_counter() - start)
+    return CacheEntry(blob_etag(key, _producer(learngene)), result.blob.memoryview())
 
 
 def _producer(learngene: Learngene) -> str:
@@ -136,20 +117,6 @@ def _producer(learngene: Learngene) -> str:
 @functools.cache
 def _code_version() -> str:
     return code_version()
-
-
-def _to_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Copies device tensors to the CPU once each, so tied names stay one tensor."""
-    if all(t.device.type == "cpu" for t in tensors.values()):
-        return tensors
-    copies: dict[int, torch.Tensor] = {}
-    out = {}
-    for name, tensor in tensors.items():
-        pointer = tensor.data_ptr()
-        if pointer not in copies:
-            copies[pointer] = tensor.cpu()
-        out[name] = copies[pointer]
-    return out
 
 
 class Predictor:
@@ -215,7 +182,7 @@ class Predictor:
             )
             async with reservation, self.slots:
                 entry = await run_in_threadpool(
-                    predict_blob, learngene, request, embedding, key, support
+                    compute_entry, learngene, request, embedding, key, support
                 )
         except BudgetExhausted as exc:
             raise Unavailable(

@@ -1,4 +1,17 @@
-"""``predict``: the one-call API from a spec to a state dict or a safetensors blob."""
+"""One path from a spec to predicted weights: tensors (:func:`predict`) or a safetensors blob
+(:func:`predict_blob`), which the CLI writes, the service caches and sends, and the benchmarks
+time.
+
+A blob with the predicted head is decoded straight into its payload: the layout is planned from
+the export plan in the decoder's buffer order (``tal.hypernet.decoder.arena_pieces``), and the
+decoder's flat output buffer *is* the payload, so nothing is copied after prediction (on a GPU,
+one device-to-host copy). A blob with a head fitted to a task's images is predicted in float32,
+fitted, then cast once into its payload.
+
+Every blob carries metadata: ``tal.spec`` (canonical JSON), ``tal.task``, ``tal.model_version``,
+``tal.format``, ``tal.dtype``, ``tal.head``, and with a task's images ``tal.input_norm`` (the
+normalisation their embedding and a fitted head expect).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +21,27 @@ from functools import lru_cache
 
 import torch
 
-from tal.arch.formats import OutputFormat
+from tal.arch.formats import ExportPlan, OutputDType, OutputFormat, export_plan, parse_dtype
 from tal.arch.parse import parse_arch
-from tal.arch.specs import SpecLike, ViTSpec
-from tal.blobs import io
+from tal.arch.specs import GPT2Spec, SpecLike, ViTSpec
+from tal.blobs.layout import Blob, Entry, Layout, plan_layout
 from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
 from tal.checkpoints.learngene import Learngene, load_default
+from tal.heads.choice import HEAD_DISCRIMINANT, HEAD_METADATA_KEY, HEAD_PREDICTED, ServedHead
 from tal.heads.discriminant import DiscriminantHeadFit
-from tal.heads.support import check_classes, fit_head_to_support, task_support
+from tal.heads.support import (
+    INPUT_NORM_METADATA_KEY,
+    check_classes,
+    fit_head_to_support,
+    norm_metadata,
+    support_for_spec,
+    task_support,
+)
+from tal.hypernet.arena import OUTPUT_POOL
+from tal.hypernet.decoder import arena_pieces
 from tal.tasks import TaskData
+
+CPU = torch.device("cpu")
 
 
 @lru_cache(maxsize=1)
@@ -29,7 +54,7 @@ def predict(
     spec: SpecLike,
     task_embedding: torch.Tensor | str | None = None,
     format: OutputFormat = "timm",
-    dtype: str = "float32",
+    dtype: OutputDType = "float32",
     learngene: Learngene | None = None,
 ) -> dict[str, torch.Tensor]:
     """Predicted weights for ``spec``, in the order of the model's ``state_dict``.
@@ -46,38 +71,130 @@ def predict(
 
 
 def blob_metadata(
-    spec: SpecLike, task: str | None, format: str, dtype: str, learngene: Learngene
+    spec: ViTSpec | GPT2Spec,
+    task: str | None,
+    format: str,
+    dtype: str,
+    learngene: Learngene,
+    head: ServedHead = HEAD_PREDICTED,
 ) -> dict[str, str]:
-    """The metadata written into every predicted safetensors file."""
+    """The metadata written into every predicted safetensors blob."""
     return {
-        "tal.spec": parse_arch(spec).canonical_json(),
+        "tal.spec": spec.canonical_json(),
         "tal.task": json.dumps(task),
         "tal.model_version": learngene.model_version,
         "tal.format": format,
         "tal.dtype": dtype,
+        HEAD_METADATA_KEY: head,
     }
 
 
-def predict_bytes(
-    spec: SpecLike,
+@dataclass(frozen=True)
+class BlobPrediction:
+    """A predicted blob, and the head fit when its head was fitted to the task's images."""
+
+    blob: Blob
+    head_fit: DiscriminantHeadFit | None = None
+
+
+def predict_blob(
+    arch: SpecLike,
     task: str | None = None,
     format: OutputFormat = "timm",
-    dtype: str = "float32",
+    dtype: OutputDType = "float32",
+    *,
     learngene: Learngene | None = None,
-) -> bytes:
-    """Like :func:`predict`, serialised to a safetensors blob with metadata."""
+    embedding: torch.Tensor | None = None,
+    support: TaskData | None = None,
+    head: ServedHead = HEAD_PREDICTED,
+) -> BlobPrediction:
+    """Predicted weights of ``arch`` for ``task`` as a safetensors blob (send or cache
+    ``result.blob.memoryview()``; ``result.blob.tensors()`` are views of it).
+
+    Args:
+        arch: a spec, a spec dict, a timm model name or a Hugging Face config dict.
+        task: the task's name, recorded in the metadata; looked up in the learngene unless
+            ``embedding`` is given; None = unconditioned.
+        format, dtype: tensor names and output dtype.
+        learngene: the hypernetwork (default: :func:`default_learngene`).
+        embedding: ``(task_dim,)`` the task's embedding (a task registered or made from
+            images); overrides the look-up of ``task``.
+        support: the task's labelled images: ``head="discriminant"`` is fitted to them, and
+            their normalisation is recorded (``tal.input_norm``).
+        head: ``"predicted"`` (the hypernetwork's) or ``"discriminant"`` (fitted to ``support``).
+
+    Raises:
+        SpecError: an invalid arch, or a format the arch cannot be written in.
+        UnknownTaskError: ``task`` is not in the learngene and no embedding was given.
+        ValueError: an unknown dtype, or a discriminant head without support images, or one
+            the support cannot fit (``tal.heads.support.fit_head_to_support``).
+    """
     learngene = learngene or default_learngene()
-    tensors = learngene.predict(spec, task, format, dtype)
-    return io.to_bytes(tensors, blob_metadata(spec, task, format, dtype, learngene))
+    spec = parse_arch(arch)
+    output_dtype = parse_dtype(dtype)
+    plan = export_plan(spec, format)
+    if embedding is None:
+        embedding = learngene.task_embedding(task)
+    metadata = blob_metadata(spec, task, format, dtype, learngene, head)
+    if head == HEAD_DISCRIMINANT:
+        return _with_fitted_head(
+            learngene, spec, embedding, format, output_dtype, metadata, support
+        )
+    if support is not None:
+        assert isinstance(spec, ViTSpec)  # support images describe image tasks
+        metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(support_for_spec(support, spec).norm)
+    layout = _layout(plan, output_dtype, metadata)
+    blob = layout.allocate(OUTPUT_POOL.empty(layout.total_bytes, torch.uint8, CPU))
+    payload = blob.payload_as(output_dtype)
+    device = learngene.hypernet.device
+    with torch.inference_mode():
+        if device.type == CPU.type:
+            learngene.hypernet(spec, embedding, format, output_dtype, out=payload)
+        else:  # decoded on the device into one buffer, then copied to the host once
+            staged = torch.empty(payload.shape, dtype=output_dtype, device=device)
+            learngene.hypernet(spec, embedding, format, output_dtype, out=staged)
+            payload.copy_(staged)
+    return BlobPrediction(blob)
+
+
+def _with_fitted_head(
+    learngene: Learngene,
+    spec: ViTSpec | GPT2Spec,
+    embedding: torch.Tensor | None,
+    format: OutputFormat,
+    output_dtype: torch.dtype,
+    metadata: dict[str, str],
+    support: TaskData | None,
+) -> BlobPrediction:
+    """Predicts in float32, replaces the head by the one fitted to ``support`` and casts the
+    result once into a blob of ``output_dtype``."""
+    if support is None or not isinstance(spec, ViTSpec):
+        raise ValueError("a discriminant head needs a ViT spec and the task's labelled images")
+    tensors = learngene.predict(spec, embedding, format, "float32")
+    tensors, head_fit, norm = fit_head_to_support(
+        spec, tensors, support, format, "float32", learngene.hypernet.device
+    )
+    metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(norm)
+    blob = _layout(export_plan(spec, format), output_dtype, metadata).allocate()
+    blob.write(tensors)
+    return BlobPrediction(blob, head_fit)
+
+
+def _layout(plan: ExportPlan, output_dtype: torch.dtype, metadata: dict[str, str]) -> Layout:
+    """The blob layout of ``plan``'s outputs in the decoder's buffer order (tied names stored
+    once)."""
+    entries = [Entry(p.name, output_dtype, p.stored_shape) for p in arena_pieces(plan)]
+    return plan_layout(entries, metadata, aliases=dict(plan.aliases))
 
 
 @dataclass(frozen=True)
 class NewTaskPrediction:
-    """Predicted tensors (the model's ``state_dict`` names), the task embedding ``(task_dim,)``
-    and the head fit (None when the predicted head was kept)."""
+    """Predicted tensors (the model's ``state_dict`` names, views of ``blob``), the task
+    embedding ``(task_dim,)`` and the head fit (None when the predicted head was kept)."""
 
     tensors: dict[str, torch.Tensor]
     embedding: torch.Tensor
+    blob: Blob
     head_fit: DiscriminantHeadFit | None = None
 
 
@@ -86,12 +203,14 @@ def predict_for_task_data(
     arch: SpecLike,
     data: TaskData,
     format: OutputFormat = "timm",
-    dtype: str = "float32",
+    dtype: OutputDType = "float32",
     examples: int = TASK_EMBEDDING_EXAMPLES,
     fit_head: bool = True,
+    task: str | None = None,
 ) -> NewTaskPrediction:
-    """Weights of ViT ``arch`` for the task of ``data`` (images at the spec's size and
-    channels), using at most ``examples`` of its images, balanced over classes.
+    """Weights of ViT ``arch`` for the task of ``data`` (its labelled images), using at most
+    ``examples`` of them, balanced over classes: they give the embedding and, with
+    ``fit_head``, the classifier head. ``task`` names the task in the blob's metadata.
 
     Raises:
         ValueError: ``arch`` is not a ViT, its ``num_classes`` differs from the data's, or
@@ -104,8 +223,9 @@ def predict_for_task_data(
     check_classes(spec, data)
     support = task_support(data, examples)
     embedding = learngene.embed_task(support.images)
-    if not fit_head:
-        return NewTaskPrediction(learngene.predict(spec, embedding, format, dtype), embedding)
-    tensors = learngene.predict(spec, embedding, format, "float32")
-    tensors, head_fit, _ = fit_head_to_support(spec, tensors, support, format, dtype)
-    return NewTaskPrediction(tensors, embedding, head_fit)
+    head = HEAD_DISCRIMINANT if fit_head else HEAD_PREDICTED
+    result = predict_blob(
+        spec, task, format, dtype,
+        learngene=learngene, embedding=embedding, support=support, head=head,
+    )  # fmt: skip
+    return NewTaskPrediction(result.blob.tensors(), embedding, result.blob, result.head_fit)

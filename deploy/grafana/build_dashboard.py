@@ -205,8 +205,8 @@ def panels() -> list[dict]:
         ),
         (
             timeseries(
-                "Serialisation time by family (p50 / p95 / p99)",
-                quantiles("tal_serialization_duration_seconds", "family"),
+                "Head fit time by family (p50 / p95 / p99)",
+                quantiles("tal_head_fit_duration_seconds", "family"),
                 "s",
             ),
             HALF,

@@ -12,10 +12,11 @@ ETAG_INDEX_SIZE = 65_536  # entries of the key -> ETag index (about 100 bytes ea
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """A served blob and its ETag."""
+    """A served blob and its ETag. ``blob`` is the predicted buffer itself (a read-only
+    memoryview of bytes, no copy) or the bytes Redis returned."""
 
     etag: str
-    blob: bytes
+    blob: bytes | memoryview
 
 
 class MemoryLRU:

@@ -100,8 +100,8 @@ class RedisTier:
             CACHE_REQUESTS.labels(TIER, "miss").inc()
             return None
         CACHE_REQUESTS.labels(TIER, "hit").inc()
-        data = bytes(value)
-        return CacheEntry(data[:ETAG_BYTES].decode("ascii"), data[ETAG_BYTES:])
+        data = memoryview(value)  # the blob is sent from Redis's bytes, not a copy of them
+        return CacheEntry(bytes(data[:ETAG_BYTES]).decode("ascii"), data[ETAG_BYTES:])
 
     async def etag(self, key: str) -> str | None:
         if not self.available:
@@ -116,7 +116,7 @@ class RedisTier:
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self._key(ETAG_KIND, key), entry.etag.encode("ascii"), ex=self.ttl)
             if len(entry.blob) <= self.max_value_bytes:
-                value = entry.etag.encode("ascii").ljust(ETAG_BYTES) + entry.blob
+                value = b"".join((entry.etag.encode("ascii").ljust(ETAG_BYTES), entry.blob))
                 pipe.set(self._key(BLOB_KIND, key), value, ex=self.ttl)
             await self._run("set", pipe.execute())
 

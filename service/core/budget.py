@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from service.core.metrics import INFLIGHT_BYTES
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-# Peak memory of one miss, in output sizes: the prediction's working set (measured 1.1-1.5x
-# the output, README) plus the serialised blob and its cached copy.
-PEAK_OUTPUT_MULTIPLE = 3
+# Peak memory of one miss, in output sizes: the prediction is written straight into the blob
+# that is cached and sent; the decoder's temporaries add at most half of it (bench/service.py
+# measures the peak of a miss against the blob).
+PEAK_OUTPUT_MULTIPLE = 1.5
 
 
 FITTING_DTYPE = "float32"  # a head is fitted to float32 weights, cast to the dtype after
@@ -19,11 +21,13 @@ FITTING_DTYPE = "float32"  # a head is fitted to float32 weights, cast to the dt
 
 def estimate_bytes(num_params: int, dtype: str, fit_head: bool = False) -> int:
     """Bytes a miss of ``num_params`` parameters in ``dtype`` may hold at its peak; fitting a
-    head predicts in float32 and builds the model once more (a float32 copy)."""
+    head predicts in float32, builds the model once more (a float32 copy) and then casts into
+    the blob (one more output in ``dtype``)."""
     if not fit_head:
-        return num_params * DTYPE_BYTES[dtype] * PEAK_OUTPUT_MULTIPLE
+        return math.ceil(num_params * DTYPE_BYTES[dtype] * PEAK_OUTPUT_MULTIPLE)
     float32 = DTYPE_BYTES[FITTING_DTYPE]
-    return num_params * (max(DTYPE_BYTES[dtype], float32) * PEAK_OUTPUT_MULTIPLE + float32)
+    per_param = float32 * PEAK_OUTPUT_MULTIPLE + float32 + DTYPE_BYTES[dtype]
+    return math.ceil(num_params * per_param)
 
 
 class BudgetExhausted(Exception):

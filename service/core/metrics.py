@@ -8,6 +8,7 @@ them, so any worker answers for all.
 from __future__ import annotations
 
 import os
+from typing import get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,6 +20,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+
+from tal.arch.specs import ArchFamily
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -39,22 +42,21 @@ INITIALIZE_DURATION = Histogram(
 )
 PREDICTION_DURATION = Histogram(
     "tal_prediction_duration_seconds",
-    "hypernetwork prediction time",
-    ["family"],
-    buckets=LATENCY_BUCKETS,
-)
-SERIALIZATION_DURATION = Histogram(
-    "tal_serialization_duration_seconds",
-    "safetensors serialisation and hashing time",
+    "hypernetwork prediction time, straight into the safetensors blob (no head fit)",
     ["family"],
     buckets=LATENCY_BUCKETS,
 )
 HEAD_FIT_DURATION = Histogram(
     "tal_head_fit_duration_seconds",
-    "fitting a discriminant head to a registered task's images",
+    "prediction with a discriminant head fitted to a registered task's images",
     ["family"],
     buckets=LATENCY_BUCKETS,
 )
+# every family's series exists from the start (zeros), so dashboards and alerts that query them
+# find them before the first request of their kind
+for _family in get_args(ArchFamily):
+    for _histogram in (PREDICTION_DURATION, HEAD_FIT_DURATION):
+        _histogram.labels(_family)
 CACHE_REQUESTS = Counter("tal_cache_requests_total", "cache look-ups", ["tier", "result"])
 CACHE_ERRORS = Counter("tal_cache_errors_total", "cache failures", ["tier", "operation"])
 BLOB_BYTES = Histogram(

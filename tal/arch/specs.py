@@ -29,6 +29,7 @@ MAX_VOCAB = 1_000_000
 MAX_POSITIONS = 131_072
 MAX_MLP_RATIO = 16.0
 HASH_HEX_CHARS = 32
+ArchFamily = Literal["vit", "gpt2"]
 NORM_PARAMS_PER_WIDTH = 2  # a LayerNorm's scale and shift
 
 

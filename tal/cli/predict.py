@@ -7,8 +7,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tal.arch.formats import DTYPES, FORMATS
+
+if TYPE_CHECKING:
+    from tal.heads.discriminant import DiscriminantHeadFit
 
 
 def read_arch(value: str) -> object:
@@ -35,15 +39,15 @@ def _load_task_data(path: Path, spec: object) -> object:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from tal.arch.model_folder import write_model_folder
     from tal.arch.parse import parse_arch
     from tal.arch.specs import SpecError
-    from tal.blobs import io
+    from tal.blobs.io import write_atomic
     from tal.checkpoints import store
     from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES, NoAncestryError
     from tal.checkpoints.learngene import Learngene, load_default
-    from tal.heads.choice import HEAD_DISCRIMINANT, HEAD_METADATA_KEY, HEAD_PREDICTED
-    from tal.heads.support import INPUT_NORM_METADATA_KEY, norm_metadata
-    from tal.predict import blob_metadata, predict_for_task_data
+    from tal.heads.support import INPUT_NORM_METADATA_KEY
+    from tal.predict import predict_blob, predict_for_task_data
     from tal.tasks.errors import UnknownTaskError
 
     if args.task and args.task_data:
@@ -60,8 +64,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         head_note = ""
         if data is None:
-            tensors = learngene.predict(spec, args.task, args.format, args.dtype)
-            task_label = args.task
+            blob = predict_blob(spec, args.task, args.format, args.dtype, learngene=learngene).blob
         else:
             prediction = predict_for_task_data(
                 learngene,
@@ -71,24 +74,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 args.dtype,
                 TASK_EMBEDDING_EXAMPLES if args.task_examples is None else args.task_examples,
                 fit_head=not args.keep_predicted_head,
+                task=f"data:{args.task_data.name}",
             )
-            tensors, task_label = prediction.tensors, f"data:{args.task_data.name}"
+            blob = prediction.blob
             if prediction.head_fit:
-                fit = prediction.head_fit
-                head_note = f"; head fitted on {fit.examples} images (" + (
-                    f"{100 * fit.cross_validated_accuracy:.1f}% right out of fold, "
-                    f"{fit.folds} folds; scale {fit.scale:.2f})"
-                    if fit.folds
-                    else "too few per class to cross-validate)"
-                )
+                head_note = _head_note(prediction.head_fit)
         elapsed = time.perf_counter() - start
-        metadata = blob_metadata(spec, task_label, args.format, args.dtype, learngene)
-        if data is not None:
-            metadata[HEAD_METADATA_KEY] = (
-                HEAD_PREDICTED if args.keep_predicted_head else HEAD_DISCRIMINANT
-            )
-            metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(data.norm)  # type: ignore[attr-defined]
-        io.save_file(tensors, args.out, metadata)
+        if args.out_dir is not None:
+            norm = blob.layout.metadata.get(INPUT_NORM_METADATA_KEY)
+            input_norm = json.loads(norm) if norm else None
+            out = write_model_folder(args.out_dir, spec, args.format, blob.memoryview(), input_norm)
+        else:
+            out = args.out
+            write_atomic(out, blob.memoryview())
     except (
         SpecError,
         UnknownTaskError,
@@ -105,11 +103,34 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(
-        f"wrote {args.out}: {len(tensors)} tensors, {spec.num_params():,} parameters, "
+        f"wrote {out}: {len(blob.layout.names)} tensors, {spec.num_params():,} parameters, "
         f"{args.format}/{args.dtype}, model {learngene.model_version}, "
         f"predicted in {elapsed * 1e3:.0f} ms{head_note}"
     )
     return 0
+
+
+def _head_note(fit: DiscriminantHeadFit) -> str:
+    """What the fitted head's out-of-fold check says, for the closing line."""
+    return f"; head fitted on {fit.examples} images (" + (
+        f"{100 * fit.cross_validated_accuracy:.1f}% right out of fold, "
+        f"{fit.folds} folds; scale {fit.scale:.2f})"
+        if fit.folds
+        else "too few per class to cross-validate)"
+    )
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--out FILE`` or ``--out-dir DIR`` (config.json + model.safetensors), one required."""
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", type=Path, help="the safetensors file to write")
+    out.add_argument(
+        "--out-dir",
+        type=Path,
+        help="a model folder: config.json + model.safetensors, what transformers' "
+        "from_pretrained(DIR) (format hf) or timm.create_model('local-dir:DIR', "
+        "pretrained=True) (format timm) loads",
+    )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -139,7 +160,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--format", default="timm", choices=FORMATS)
     predict.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    predict.add_argument("--out", required=True, type=Path)
+    add_output_options(predict)
     predict.add_argument(
         "--checkpoint",
         default=None,

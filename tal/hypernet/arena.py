@@ -1,12 +1,13 @@
 """Reuse of prediction output buffers on the CPU.
 
-A prediction writes all its outputs into one fresh buffer (``_OutputWriter``). Faulting in a
-fresh buffer from the OS costs about a third of a ViT-S prediction on our 2-core machines
-(``bench/predict.py`` prints cold and warm figures). The pool keeps buffers whose outputs are
-no longer referenced anywhere (PyTorch's storage use count: the same test the CUDA-graph trees
-use to recycle their outputs) and hands them out again, much as the CUDA caching allocator
-does on the GPU, where the pool is not used. A buffer still referenced, by a returned tensor or
-any view of it, is never reused.
+A prediction writes all its outputs into one fresh buffer (``_OutputWriter``; a blob's, for
+``tal.predict.predict_blob``). Faulting in a fresh buffer from the OS costs about a third of a
+ViT-S prediction on our 2-core machines (``bench/predict.py`` prints cold and warm figures);
+fresh buffers come from ``tal.blobs.memory.empty_bytes`` (huge pages). The pool keeps buffers
+whose outputs are no longer referenced anywhere (PyTorch's storage use count: the same test the
+CUDA-graph trees use to recycle their outputs) and hands them out again, much as the CUDA
+caching allocator does on the GPU, where the pool is not used. A buffer still referenced, by a
+returned tensor or any view of it, is never reused.
 
 The pool holds at most ``max_bytes`` of idle buffers (``TAL_OUTPUT_POOL_MB``, default
 ``DEFAULT_POOL_MB``; 0 turns it off). Thread-safe.
@@ -20,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+from tal.blobs.memory import empty_bytes
 
 POOL_ENV = "TAL_OUTPUT_POOL_MB"
 DEFAULT_POOL_MB = 1024
@@ -50,8 +53,10 @@ class OutputPool:
         """A flat ``(numel,)`` tensor of ``dtype`` with undefined contents: a view of an idle
         pooled buffer when one fits, else a new allocation that the pool adopts."""
         wanted = numel * dtype.itemsize
-        if device.type != "cpu" or self.max_bytes <= 0 or wanted > self.max_bytes:
+        if device.type != "cpu":
             return torch.empty(numel, dtype=dtype, device=device)
+        if self.max_bytes <= 0 or wanted > self.max_bytes:
+            return empty_bytes(wanted).view(dtype)
         with self._lock:
             idle = [b for b in self._buffers if _storage_use_count(b) == 1]
             fitting = [b for b in idle if wanted <= b.nbytes <= MAX_WASTE_RATIO * wanted]
@@ -59,7 +64,7 @@ class OutputPool:
                 buffer = min(fitting, key=lambda b: b.nbytes)
                 self._forget(buffer)
             else:
-                buffer = torch.empty(wanted, dtype=torch.uint8, device=device)
+                buffer = empty_bytes(wanted)
                 self._trim(idle, room=buffer.nbytes)
             if _storage_use_count(buffer) is not None:
                 self._buffers.append(buffer)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -44,6 +46,7 @@ BASIS_CACHE_ENTRIES = 64
 # Elements of a group composed per batched product (4 MiB of float32, the L2 cache of our 2
 # cores) when the output is float32 and written in place.
 COMPOSE_CHUNK_ELEMENTS = 2**20
+PLAN_CACHE_ENTRIES = 256  # export plans' decoding groups kept (plans are cached per spec too)
 
 
 class CosineBasis(nn.Module):
@@ -201,17 +204,21 @@ class ParamDecoder(nn.Module):
         nodes: torch.Tensor,
         plan: ExportPlan,
         dtype: torch.dtype = torch.float32,
+        out: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Decodes every slot of ``plan`` (differentiable when grad is enabled).
 
-        Without autograd, all outputs are views of one freshly allocated buffer laid out group
-        by group, and each group of equal-shape slots is composed in place with a few batched
-        kernels.
+        Without autograd, all outputs are views of one flat buffer laid out in
+        :func:`arena_pieces` order (group by group), and each group of equal-shape slots is
+        composed in place with a few batched kernels.
 
         Args:
             nodes: ``(N, node_dim)`` node embeddings from the encoder.
             plan: output names, row ranges and shapes (``tal.arch.formats.export_plan``).
             dtype: output dtype (computation is float32).
+            out: the flat buffer to write into, ``(total elements,)`` of ``dtype`` on the
+                nodes' device (e.g. a safetensors blob's payload); default: one from the
+                output pool. Only without autograd.
 
         Returns:
             ``{name: tensor}`` in plan order, aliases included.
@@ -222,17 +229,12 @@ class ParamDecoder(nn.Module):
         hidden = self.trunk(nodes[node_index] + self.kind_embedding(kind_index))
         log_gain = self.scalar_head(hidden)[:, 0]
         vectors = self.vector_head(hidden)
-        vector_groups: dict[int, list[int]] = defaultdict(list)
-        matrix_groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
-        for i, slot in enumerate(slots):
-            if slot.is_vector:
-                vector_groups[slot.rows].append(i)
-            else:
-                matrix_groups[(slot.rows, slot.cols, slot.transposed)].append(i)
-        groups = [*vector_groups.values(), *matrix_groups.values()]
-        writer = _OutputWriter(
-            plan, groups, dtype, nodes.device, in_place=not torch.is_grad_enabled()
-        )
+        groups = slot_groups(plan)
+        vector_groups, matrix_groups = groups.vectors, groups.matrices
+        in_place = not torch.is_grad_enabled()
+        if out is not None and not in_place:
+            raise ValueError("out= writes in place: call without autograd (torch.no_grad)")
+        writer = _OutputWriter(plan, groups.ordered, dtype, nodes.device, in_place, out)
         for length, members in vector_groups.items():
             raw = self.basis.project(length, vectors[members].T).T  # (n, length)
             writer.vectors(members, _bounded([slots[i].kind for i in members], raw))
@@ -277,6 +279,42 @@ def _bounded(kinds: list[ParamKind], raw: torch.Tensor) -> torch.Tensor:
     return torch.where(is_norm[:, None], norm, BIAS_LIMIT * squashed)
 
 
+@dataclass(frozen=True)
+class SlotGroups:
+    """Slots that are decoded together: vectors by length, matrices by ``(rows, cols,
+    transposed)``, each in plan order (indices into ``plan.pieces``)."""
+
+    vectors: dict[int, list[int]]
+    matrices: dict[tuple[int, int, bool], list[int]]
+
+    @property
+    def ordered(self) -> list[list[int]]:
+        """The groups in output-buffer order: vectors first, then matrices."""
+        return [*self.vectors.values(), *self.matrices.values()]
+
+
+@lru_cache(maxsize=PLAN_CACHE_ENTRIES)
+def slot_groups(plan: ExportPlan) -> SlotGroups:
+    """The decoding groups of ``plan``'s slots."""
+    vectors: dict[int, list[int]] = defaultdict(list)
+    matrices: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
+    for i, (slot, _) in enumerate(plan.pieces):
+        if slot.is_vector:
+            vectors[slot.rows].append(i)
+        else:
+            matrices[(slot.rows, slot.cols, slot.transposed)].append(i)
+    return SlotGroups(dict(vectors), dict(matrices))
+
+
+def arena_pieces(plan: ExportPlan) -> list[ExportPiece]:
+    """Every stored output of ``plan`` in the order the decoder lays them out in its flat
+    buffer: group by group, each slot's pieces in row order. A safetensors layout planned in
+    this order has the decoder's buffer as its payload."""
+    return [
+        piece for group in slot_groups(plan).ordered for i in group for piece in plan.pieces[i][1]
+    ]
+
+
 class _OutputWriter:
     """Collects decoded tensors under their export names.
 
@@ -294,6 +332,7 @@ class _OutputWriter:
         dtype: torch.dtype,
         device: torch.device,
         in_place: bool,
+        out: torch.Tensor | None = None,
     ) -> None:
         self.plan, self.dtype, self.device, self.in_place = plan, dtype, device, in_place
         self.outputs: dict[str, torch.Tensor] = {}
@@ -309,7 +348,14 @@ class _OutputWriter:
                     self.piece_offsets[piece.name] = total
                     total += math.prod(piece.stored_shape)
                 largest = max(largest, total - self.slot_offsets[i])
-        self.arena = OUTPUT_POOL.empty(total, dtype, device)
+        if out is None:
+            out = OUTPUT_POOL.empty(total, dtype, device)
+        elif out.shape != (total,) or out.dtype != dtype or out.device != device:
+            raise ValueError(
+                f"out must be a flat ({total},) {dtype} tensor on {device}; got "
+                f"{tuple(out.shape)} {out.dtype} on {out.device}"
+            )
+        self.arena = out
         scratch = 0 if dtype == torch.float32 else largest
         self.scratch = torch.empty(scratch, dtype=torch.float32, device=device)
 

@@ -59,6 +59,7 @@ class TALHypernet(nn.Module):
         task: torch.Tensor | None = None,
         format: OutputFormat = "timm",
         dtype: torch.dtype = torch.float32,
+        out: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``{name: tensor}`` loadable with ``strict=True`` into the model of ``spec`` in
         ``format``.
@@ -68,6 +69,8 @@ class TALHypernet(nn.Module):
             task: ``(task_dim,)`` task embedding, or None for the unconditioned prediction.
             format: ``"timm"`` or ``"hf"`` tensor names.
             dtype: output dtype.
+            out: without autograd, the flat buffer every output is written into, in
+                ``tal.hypernet.decoder.arena_pieces`` order (e.g. a blob's payload).
         """
         plan = export_plan(spec, check_format(spec, format))
-        return self.decoder(self.encode(spec, task), plan, dtype=dtype)
+        return self.decoder(self.encode(spec, task), plan, dtype=dtype, out=out)

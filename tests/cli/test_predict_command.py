@@ -195,3 +195,41 @@ def test_predict_for_task_data_reports_bad_input(tmp_path):
         result = run_tal("predict", *args, "--out", str(out), store=SHIPPED_STORE)
         assert result.returncode == 2 and message in result.stderr, (message, result.stderr)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "arch, format",
+    [
+        ({"family": "vit", "depth": 2, "embed_dim": 24, "num_heads": 2, "img_size": 16,
+          "patch_size": 4, "in_chans": 1, "num_classes": 4}, "timm"),
+        ({"family": "vit", "depth": 2, "embed_dim": 24, "num_heads": 2, "img_size": 16,
+          "patch_size": 4, "num_classes": 4}, "hf"),
+        ({"family": "gpt2", "n_layer": 2, "n_embd": 16, "n_head": 2, "vocab_size": 50,
+          "n_positions": 8}, "hf"),
+    ],
+)  # fmt: skip
+def test_out_dir_is_a_model_folder_timm_and_transformers_load(tmp_path, arch, format):
+    import timm
+    import transformers
+
+    folder = tmp_path / "model"
+    result = run_tal(
+        "predict", "--arch", json.dumps(arch), "--format", format, "--out-dir", str(folder),
+        store=tmp_path / "empty",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors"}
+    expected, _ = io.load_state_dict(folder / "model.safetensors")
+    if format == "timm":
+        model = timm.create_model(f"local-dir:{folder}", pretrained=True)
+        assert model.pretrained_cfg["input_size"] == (arch["in_chans"], 16, 16)
+    elif arch["family"] == "vit":
+        model = transformers.ViTForImageClassification.from_pretrained(folder)
+    else:
+        model = transformers.GPT2LMHeadModel.from_pretrained(folder)
+        assert model.lm_head.weight is model.transformer.wte.weight  # tied, stored once
+    loaded = model.state_dict()
+    assert set(loaded) == set(expected)
+    for name, tensor in expected.items():
+        assert torch.equal(loaded[name], tensor), name
+    assert type(model).__name__ == type(build_model(parse_arch(arch), format)).__name__

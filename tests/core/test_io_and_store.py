@@ -12,7 +12,13 @@ from tal.blobs import io
 from tal.checkpoints import store
 from tal.checkpoints.learngene import Learngene
 from tal.checkpoints.provenance import describe_environment
-from tal.predict import predict_bytes
+from tal.predict import predict_blob
+
+
+def predict_bytes(spec, **kwargs) -> bytes:
+    learngene = kwargs.pop("learngene")
+    return bytes(predict_blob(spec, learngene=learngene, **kwargs).blob.memoryview())
+
 
 SPEC = ViTSpec(depth=1, embed_dim=32, num_heads=2, img_size=16, patch_size=4, num_classes=3)
 

@@ -214,7 +214,7 @@ def test_service_exports_the_contracted_metrics(mode: str, request: pytest.Fixtu
         "tal_request_duration_seconds_bucket": {"route", "method", "status", "le"},
         "tal_initialize_duration_seconds_bucket": {"family", "format", "cache", "le"},
         "tal_prediction_duration_seconds_bucket": {"family", "le"},
-        "tal_serialization_duration_seconds_bucket": {"family", "le"},
+        "tal_head_fit_duration_seconds_bucket": {"family", "le"},
         "tal_cache_requests_total": {"tier", "result"},
         "tal_cache_errors_total": {"tier", "operation"},
         "tal_blob_bytes_bucket": {"family", "le"},

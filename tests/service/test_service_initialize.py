@@ -124,7 +124,7 @@ def test_health_ready_metrics(a: httpx.Client, cluster) -> None:
         "tal_requests_total",
         "tal_initialize_duration_seconds",
         "tal_prediction_duration_seconds",
-        "tal_serialization_duration_seconds",
+        "tal_head_fit_duration_seconds",
         "tal_cache_requests_total",
         "tal_blob_bytes",
         "tal_inflight_requests",

@@ -92,9 +92,9 @@ def test_budget_waits_then_refuses() -> None:
             assert budget.used == 100
 
     asyncio.run(run())
-    assert estimate_bytes(1000, "float16") == 1000 * 2 * 3
+    assert estimate_bytes(1000, "float16") == 1000 * 2 * 1.5
     # fitting a head predicts in float32 and builds one more float32 model
-    assert estimate_bytes(1000, "float16", fit_head=True) == 1000 * (4 * 3 + 4)
+    assert estimate_bytes(1000, "float16", fit_head=True) == 1000 * (4 * 1.5 + 4 + 2)
 
 
 def test_support_reference_round_trips() -> None:
