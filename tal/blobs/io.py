@@ -132,7 +132,7 @@ def read_metadata(blob: BytesLike) -> dict[str, str]:
     return _read_metadata(blob)
 
 
-def _read_file(path: Path) -> torch.Tensor:
+def read_file(path: Path) -> torch.Tensor:
     """The file's bytes in one fresh ``uint8`` tensor, read straight into it."""
     with path.open("rb", buffering=0) as handle:
         size = os.fstat(handle.fileno()).st_size
@@ -157,5 +157,5 @@ def load_state_dict(
     copied once.
     """
     if isinstance(source, str | Path):
-        return read_state_dict(_read_file(Path(source)))
+        return read_state_dict(read_file(Path(source)))
     return read_state_dict(source)

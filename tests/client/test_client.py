@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from client_support import MODEL, TASK, service_settings
+import torch
+from client_support import MODEL, TASK, labelled_npz, service_settings
 from harness import ServiceProcess, free_port
 
 from tal.arch.parse import parse_arch
@@ -53,6 +54,53 @@ def test_state_dict_and_load_into(server) -> None:
         assert meta["tal.format"] == "hf"
         assert client.models()["loaded"]["name"] == MODEL
         assert TASK in {row["name"] for row in client.tasks()["tasks"]}
+
+
+def test_state_dict_tensors_are_views_of_one_received_buffer(server) -> None:
+    with TALClient(server.url) as client:
+        tensors, metadata = client.state_dict(GPT2, format="hf", dtype="bfloat16")
+    storages = {t.untyped_storage().data_ptr() for t in tensors.values()}
+    assert len(storages) == 1  # no copy per tensor: all share the buffer the body was read into
+    assert tensors["lm_head.weight"] is tensors["transformer.wte.weight"]
+    assert metadata["tal.dtype"] == "bfloat16"
+    build_model(parse_arch(GPT2), "hf").load_state_dict(tensors, strict=True)
+
+
+def test_register_task_from_both_faces(server, tmp_path: Path) -> None:
+    npz = labelled_npz(tmp_path / "task.npz")
+    width = 192  # the fresh hypernetwork's task_dim
+    with TALClient(server.url) as client:
+        by_vector = client.register_task("sync-vector", embedding=[0.5] * width)
+        by_images = client.register_task("sync-images", data=npz)
+        with pytest.raises(ValueError, match="exactly one"):
+            client.register_task("neither")
+
+    async def run() -> tuple[dict, dict, dict]:
+        async with AsyncTALClient(server.url) as client:
+            vector = await client.register_task("async-vector", embedding=[0.25] * width)
+            images = await client.register_task("async-images", data=npz)
+            return vector, images, await client.tasks()
+
+    async_vector, async_images, listed = asyncio.run(run())
+    assert by_vector["name"] == "sync-vector" and async_vector["name"] == "async-vector"
+    assert by_images["support_images"] == async_images["support_images"] == 24
+    assert by_images["classes"] == 3
+    names = {row["name"] for row in listed["tasks"]}
+    assert {"sync-vector", "sync-images", "async-vector", "async-images"} <= names
+    with TALClient(server.url) as client:  # a registered task's head is fitted to its images
+        arch = {**VIT, "num_classes": 3}
+        _, metadata = client.state_dict(arch, task="sync-images", format="timm")
+    assert metadata["tal.head"] == "discriminant" and "tal.input_norm" in metadata
+
+
+def test_async_face_reads_models_and_reloads(server) -> None:
+    async def run() -> tuple[dict, dict]:
+        async with AsyncTALClient(server.url) as client:
+            return await client.models(), await client.reload(MODEL, "1")
+
+    models, reloaded = asyncio.run(run())
+    assert models["loaded"]["name"] == MODEL
+    assert reloaded["version"] == "1"
 
 
 def test_head_choice_reaches_the_server(server) -> None:
@@ -106,7 +154,7 @@ def test_async_client(server, tmp_path: Path) -> None:
 
     blobs = asyncio.run(run())
     assert blobs[0] == blobs[-1]
-    assert len(set(blobs[:4])) == 4
+    assert len({bytes(blob) for blob in blobs[:4]}) == 4
 
 
 def test_retries_until_a_late_server_is_ready(store: Path, tmp_path: Path) -> None:
@@ -126,7 +174,7 @@ def test_retries_until_a_late_server_is_ready(store: Path, tmp_path: Path) -> No
     server.start()
     try:
         thread.join(timeout=120)
-        assert isinstance(result.get("blob"), bytes)
+        assert isinstance(result.get("blob"), memoryview)
         io.load_state_dict(result["blob"])
     finally:
         server.stop()
@@ -204,3 +252,19 @@ def test_tal_init_command(server, tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 1
     assert "422" in bad.stderr
+
+
+def test_tal_init_out_dir_writes_a_folder_transformers_loads(server, tmp_path: Path) -> None:
+    import transformers
+
+    folder = tmp_path / "gpt2"
+    done = subprocess.run(
+        [sys.executable, "-m", "tal.cli", "init", "--server", server.url, "--arch",
+         '{"family": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 64}',
+         "--format", "hf", "--out-dir", str(folder)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder)
+    expected, _ = io.load_state_dict(folder / "model.safetensors")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
