@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +14,7 @@ from service.cache.keys import BlobKey, blob_etag, task_hash
 from service.cache.memory import CacheEntry
 from service.cache.singleflight import SingleFlight
 from service.cache.tiered import TieredCache
+from service.core.admission import MissQueue, QueueFull
 from service.core.budget import BudgetExhausted, InflightBudget, estimate_bytes
 from service.core.config import Settings
 from service.core.errors import InvalidInput, TooLarge, Unavailable
@@ -128,7 +128,11 @@ class Predictor:
         self.log = log
         self.flight: SingleFlight[CacheEntry] = SingleFlight()
         self.budget = InflightBudget(settings.inflight_budget_bytes, settings.budget_wait_seconds)
-        self.slots = asyncio.Semaphore(settings.max_concurrent_predictions)
+        self.queue = MissQueue(
+            settings.max_queued_misses,
+            settings.max_concurrent_predictions,
+            settings.retry_after_seconds,
+        )
         _code_version()  # runs `git` once at start-up, not in the first request's prediction
 
     def key(self, model_version: str, request: BlobRequest, task: ResolvedTask) -> str:
@@ -177,13 +181,18 @@ class Predictor:
         support = await load_support() if load_support is not None else None
         retry_after = self.settings.retry_after_seconds
         try:
-            reservation = self.budget.reserve(
-                estimate_bytes(request.num_params, request.dtype, support is not None)
-            )
-            async with reservation, self.slots:
-                entry = await run_in_threadpool(
-                    compute_entry, learngene, request, embedding, key, support
+            async with self.queue.slot():
+                reservation = self.budget.reserve(
+                    estimate_bytes(request.num_params, request.dtype, support is not None)
                 )
+                async with reservation:
+                    entry = await run_in_threadpool(
+                        compute_entry, learngene, request, embedding, key, support
+                    )
+        except QueueFull as exc:
+            raise Unavailable(
+                f"server busy: {exc}; retry in {exc.retry_after} s", exc.retry_after
+            ) from exc
         except BudgetExhausted as exc:
             raise Unavailable(
                 "server busy: the in-flight memory budget is full; retry shortly", retry_after

@@ -40,6 +40,7 @@ DEFAULT_REDIS_CONNECT_TIMEOUT = 0.25
 DEFAULT_REDIS_RETRY_SECONDS = 2.0
 DEFAULT_REDIS_POOL_SIZE = 16
 DEFAULT_LOG_INTERVAL_SECONDS = 30.0
+DEFAULT_MAX_QUEUED_MISSES = 8  # misses waiting for a slot; one more gets 503 + Retry-After at once
 DEFAULT_MAX_CONCURRENT_PREDICTIONS = 1
 
 
@@ -119,6 +120,12 @@ class Settings(BaseSettings):
     )
     retry_after_seconds: int = Field(DEFAULT_RETRY_AFTER_SECONDS, ge=1)
     max_concurrent_predictions: int = Field(DEFAULT_MAX_CONCURRENT_PREDICTIONS, ge=1)
+    max_queued_misses: int = Field(
+        DEFAULT_MAX_QUEUED_MISSES,
+        ge=0,
+        description="misses waiting for a prediction slot at most; one more is answered 503 "
+        "at once, with Retry-After estimated from the queue ahead and recent prediction times",
+    )
     log_interval_seconds: float = Field(
         DEFAULT_LOG_INTERVAL_SECONDS, ge=0, description="at most one log line per error kind"
     )

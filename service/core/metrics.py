@@ -65,6 +65,11 @@ BLOB_BYTES = Histogram(
 INFLIGHT_REQUESTS = Gauge(
     "tal_inflight_requests", "requests being served", multiprocess_mode="livesum"
 )
+QUEUED_MISSES = Gauge(
+    "tal_queued_misses",
+    "cache misses waiting for a prediction slot",
+    multiprocess_mode="livesum",
+)
 INFLIGHT_BYTES = Gauge(
     "tal_inflight_bytes",
     "estimated bytes reserved by running predictions",

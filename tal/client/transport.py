@@ -27,6 +27,13 @@ from tal.blobs.memory import empty_bytes
 FILE_CHUNK_BYTES = 16 << 20  # one buffer, reused, when a body streams to a file
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CONNECTION_ERRORS = (ConnectionError, http.client.HTTPException, socket.timeout, OSError)
+# what a kept-alive connection that the server closed meanwhile raises before any answer
+STALE_CONNECTION_ERRORS = (
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    http.client.RemoteDisconnected,
+)
 
 
 class ShortBody(ConnectionError):
@@ -84,6 +91,7 @@ class Transport:
         if connection is not None:
             connection.close()
             self._local.connection = None
+        self._local.used = False
 
     def request(
         self,
@@ -95,11 +103,19 @@ class Transport:
     ) -> Response:
         """One request; the body of a 2xx answer goes to ``out`` when given (written to a
         temporary file renamed over it), else into memory. Raises an error of
-        ``CONNECTION_ERRORS`` when the exchange fails (the connection is then dropped)."""
-        connection = self._connection()
+        ``CONNECTION_ERRORS`` when the exchange fails (the connection is then dropped).
+
+        A kept-alive connection the server has closed meanwhile (its idle timeout) fails before
+        any answer arrives; the request is then sent once more on a fresh connection, as
+        urllib3 and browsers do."""
+        reused = getattr(self._local, "used", False)
         try:
-            connection.request(method, self.prefix + path, body=body, headers=dict(headers or {}))
-            answer = connection.getresponse()
+            answer = self._send(method, path, body, headers)
+        except STALE_CONNECTION_ERRORS:
+            if not reused:
+                raise
+            answer = self._send(method, path, body, headers)
+        try:
             names = {k.lower(): v for k, v in answer.getheaders()}
             if answer.status == http.client.NOT_MODIFIED or method == "HEAD":
                 answer.read()
@@ -110,6 +126,21 @@ class Transport:
         except BaseException:
             self._drop()
             raise
+
+    def _send(
+        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str] | None
+    ) -> http.client.HTTPResponse:
+        """Sends a request and reads the answer's head on this thread's connection (dropped
+        when that fails)."""
+        connection = self._connection()
+        try:
+            connection.request(method, self.prefix + path, body=body, headers=dict(headers or {}))
+            answer = connection.getresponse()
+        except BaseException:
+            self._drop()
+            raise
+        self._local.used = True
+        return answer
 
     def close(self) -> None:
         with self._lock:

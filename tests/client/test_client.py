@@ -268,3 +268,35 @@ def test_tal_init_out_dir_writes_a_folder_transformers_loads(server, tmp_path: P
     model = transformers.GPT2LMHeadModel.from_pretrained(folder)
     expected, _ = io.load_state_dict(folder / "model.safetensors")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+
+
+class _ClosesIdleConnections(BaseHTTPRequestHandler):
+    """HTTP/1.1 answers that promise keep-alive, then the server closes the connection (as a
+    server's idle timeout does)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = b'{"status": "ready"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True  # no "Connection: close" header: the client cannot know
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_kept_alive_connection_the_server_closed_is_reopened_once() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ClosesIdleConnections)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        with TALClient(url, retry=RetryPolicy(retries=0)) as client:  # no retries at all
+            for _ in range(3):
+                assert client.wait_ready() == {"status": "ready"}
+                time.sleep(0.05)  # the server has closed the socket by now
+    finally:
+        httpd.shutdown()

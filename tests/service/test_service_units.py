@@ -128,3 +128,33 @@ def test_settings_file_and_environment(tmp_path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TAL_MAX_PARAMS", "7")  # the environment wins over the file
     settings = Settings(_env_file=settings_file)  # type: ignore[call-arg]
     assert settings.model_name == "from-file" and settings.max_params == 7
+
+
+def test_miss_queue_is_bounded_and_estimates_the_retry() -> None:
+    from service.core.admission import MissQueue, QueueFull
+
+    async def run() -> None:
+        queue = MissQueue(capacity=2, concurrency=1, min_retry_after=1)
+        queue._recent.extend([3.0, 3.0])  # recent predictions took 3 s each
+        release = asyncio.Event()
+        entered: list[int] = []
+
+        async def miss(number: int) -> None:
+            async with queue.slot():
+                entered.append(number)
+                await release.wait()
+
+        tasks = [asyncio.create_task(miss(n)) for n in range(3)]  # 1 running, 2 waiting
+        await asyncio.sleep(0.01)
+        assert (queue.running, queue.waiting) == (1, 2) and entered == [0]
+        with pytest.raises(QueueFull) as full:  # refused at once, not after a wait
+            async with queue.slot():
+                pass
+        assert full.value.retry_after == 9  # 3 misses ahead x 3 s on one slot
+        release.set()
+        await asyncio.gather(*tasks)
+        assert entered == [0, 1, 2] and (queue.running, queue.waiting) == (0, 0)
+        async with queue.slot():  # room again
+            pass
+
+    asyncio.run(run())
