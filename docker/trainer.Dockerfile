@@ -30,14 +30,16 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="tal-trainer" \
       org.opencontainers.image.description="TAL learngene training job (torchrun)"
 
-# The offline task suite: Fashion-MNIST and the fonts the glyph tasks are rendered from
-# (Debian bookworm versions, pinned).
+# The offline task suite: Fashion-MNIST, the fonts the glyph tasks are rendered from, and the
+# colour emoji font and Unicode emoji data of emoji_groups (Debian bookworm versions, pinned).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         dataset-fashion-mnist=0.0~git20200523.55506a9-1 \
         fonts-dejavu-core=2.37-6 \
         fonts-freefont-ttf=20120503-10 \
         fonts-liberation2=2.1.5-1 \
+        fonts-noto-color-emoji=2.042-0+deb12u1 \
+        unicode-data=15.0.0-1 \
     && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 tal \

@@ -24,7 +24,14 @@ from tal.evaluation.config import RANDOM_INIT, EvalConfig
 from tal.evaluation.finetune import accuracy, finetune
 from tal.evaluation.schema import EvalResults, FinetuneResults
 from tal.heads.discriminant import fit_discriminant_head
-from tal.tasks import TaskData, held_out_task, list_tasks, load_task
+from tal.tasks import (
+    SUITE_IMAGE_SIZE,
+    SUITE_IN_CHANS,
+    TaskData,
+    held_out_task,
+    list_tasks,
+    load_task,
+)
 from tal.training.ancestry_trainer import ARTIFACT_DIR, load_ancestry_artifacts, task_accuracy
 from tal.training.config import HypernetTrainConfig
 from tal.training.distributed import DistInfo
@@ -170,7 +177,8 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
     trained, training_seconds = train_methods(config, dist)
     learngenes: dict[str, Learngene | None] = {RANDOM_INIT: None, **trained}  # the reference
     training_seconds = {RANDOM_INIT: 0.0, **training_seconds}
-    tasks = [t.name for t in list_tasks()]
+    # The 32x32 grey tasks the learngenes were trained and are evaluated on.
+    tasks = [t.name for t in list_tasks(image_size=SUITE_IMAGE_SIZE, in_chans=SUITE_IN_CHANS)]
     unseen = held_out_task().name
     archs = eval_architectures(config)
     test = {t: load_task(t, "test", limit=config.test_examples) for t in tasks}

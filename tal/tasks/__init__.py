@@ -1,11 +1,16 @@
 """Offline image-classification task suite.
 
-Every task of the suite is 32x32 grayscale (``SUITE_IMAGE_SIZE``, ``SUITE_IN_CHANS``) so one
-model can consume all of them. Sources are Debian packages only (no download at run time):
-Fashion-MNIST (``dataset-fashion-mnist``) and glyphs rendered from Debian fonts.
+Sources are Debian packages only (no download at run time): Fashion-MNIST
+(``dataset-fashion-mnist``), glyphs rendered from Debian fonts (32x32 grey, ``SUITE_IMAGE_SIZE``
+and ``SUITE_IN_CHANS``), and colour emoji rendered from ``fonts-noto-color-emoji`` with their
+Unicode groups from ``unicode-data`` (``emoji_groups``, 64x64 RGB). Any task loads in any size
+and channel count (one code path: resize, grey <-> RGB, per-channel statistics of the
+converted train split):
 
     >>> from tal.tasks import list_tasks, load_task
     >>> data = load_task("glyphs_digits", "train")   # TaskData: images (N,1,32,32), labels (N,)
+    >>> rgb = load_task("glyphs_digits", "train", image_size=64, in_chans=3)  # (N,3,64,64)
+    >>> grey = list_tasks(image_size=32, in_chans=1)  # the tasks stored as 32x32 grey
 
 Text tasks (``modality="text"``, ``list_tasks("text")``) load as ``TextTaskData``: GPT-2 token
 ids from Debian's fortunes, WordNet and man pages (see ``tal.tasks.text``).

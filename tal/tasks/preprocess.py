@@ -104,10 +104,16 @@ def compute_norm_stats(images: torch.Tensor) -> NormStats:
 
 
 def norm_stats_from_uint8(images: np.ndarray) -> NormStats:
-    """Statistics of single-channel ``uint8`` images ``(N, H, W)``, as for their [0, 1] scaling.
+    """Statistics of ``uint8`` images, as for their [0, 1] scaling: single-channel ``(N, H, W)``
+    or per channel of ``(N, C, H, W)``.
 
     Computed exactly from a histogram, so it is cheap and bit-for-bit reproducible.
     """
+    if images.ndim == 4:
+        per_channel = [norm_stats_from_uint8(images[:, c]) for c in range(images.shape[1])]
+        return NormStats(
+            tuple(s.mean[0] for s in per_channel), tuple(s.std[0] for s in per_channel)
+        )
     counts = np.bincount(images.reshape(-1), minlength=int(PIXEL_MAX) + 1).astype(np.float64)
     values = np.arange(counts.size, dtype=np.float64) / PIXEL_MAX
     total = counts.sum()
@@ -116,6 +122,38 @@ def norm_stats_from_uint8(images: np.ndarray) -> NormStats:
     mean = float((counts * values).sum() / total)
     var = float((counts * (values - mean) ** 2).sum() / total)
     return NormStats((mean,), (max(var**0.5, MIN_STD),))
+
+
+STATS_CHUNK = 512
+"""Images converted at a time by :func:`converted_norm_stats` (bounds its memory)."""
+
+
+def converted_norm_stats(
+    images: np.ndarray | torch.Tensor, image_size: int, in_chans: int
+) -> NormStats:
+    """Per-channel mean and std of ``(N, C, H, W)`` images (uint8, or float in [0, 1]) after
+    :func:`convert_channels` and :func:`resize_square` to ``in_chans`` x ``image_size``.
+
+    Equal (to float64 rounding) to ``compute_norm_stats`` of the converted set, but converts
+    ``STATS_CHUNK`` images at a time, so large sizes need no copy of the whole set.
+    """
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"need a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    total = torch.zeros(in_chans, dtype=torch.float64)
+    total_sq = torch.zeros(in_chans, dtype=torch.float64)
+    count = 0
+    for start in range(0, images.shape[0], STATS_CHUNK):
+        chunk = resize_square(
+            convert_channels(to_unit_float(images[start : start + STATS_CHUNK]), in_chans),
+            image_size,
+        )
+        flat = chunk.transpose(0, 1).reshape(in_chans, -1).to(torch.float64)
+        total += flat.sum(dim=1)
+        total_sq += (flat * flat).sum(dim=1)
+        count += flat.shape[1]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0.0).sqrt().clamp_min(MIN_STD)
+    return NormStats(tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
 
 def normalize(images: torch.Tensor, norm: NormStats) -> torch.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import fashion_mnist
+from . import emoji, fashion_mnist
 from .cache import resolve_data_dir
 from .data import (
     SPLITS,
@@ -27,7 +27,13 @@ from .data import (
 from .errors import UnknownTaskError
 from .fonts import FONT_DIRS_ENV
 from .glyphs import GlyphClass, GlyphTaskSpec, load_glyph_task_raw
-from .preprocess import norm_stats_from_uint8, normalize, to_unit_float
+from .preprocess import (
+    converted_norm_stats,
+    norm_stats_from_uint8,
+    normalize,
+    prepare_images,
+    to_unit_float,
+)
 from .text.data import TextTaskData
 from .text.loader import clear_text_memo, load_text_split, text_data_fingerprint
 from .text.suite import TEXT_SPECS_BY_NAME, TEXT_TASK_SPECS
@@ -100,6 +106,28 @@ _GLYPH_SPECS_BY_NAME = {spec.name: spec for spec in GLYPH_SPECS}
 FASHION_MNIST = "fashion_mnist"
 FASHION_CONFIG = fashion_mnist.FashionMnistConfig()
 
+EMOJI_GROUPS = "emoji_groups"
+EMOJI_SOURCE = "rendered:debian-emoji"
+EMOJI_SPEC = emoji.EmojiTaskSpec(
+    name=EMOJI_GROUPS,
+    description="Which Unicode emoji group a colour emoji belongs to (8 groups; Flags left "
+    "out), rendered from fonts-noto-color-emoji at 64x64 RGB under random affine maps, "
+    "backgrounds, noise and occlusion; the splits hold disjoint emoji, so the test split "
+    "asks about emoji never seen in training.",
+    groups=(
+        "Smileys & Emotion",
+        "People & Body",
+        "Animals & Nature",
+        "Food & Drink",
+        "Travel & Places",
+        "Activities",
+        "Objects",
+        "Symbols",
+    ),
+    per_class=SplitSizes(train=400, val=60, test=120),
+    seed=2_001,
+)
+
 _TASKS: tuple[TaskInfo, ...] = (
     TaskInfo(
         name=FASHION_MNIST,
@@ -128,6 +156,17 @@ _TASKS: tuple[TaskInfo, ...] = (
         )
         for spec in GLYPH_SPECS
     ),
+    TaskInfo(
+        name=EMOJI_SPEC.name,
+        source=EMOJI_SOURCE,
+        num_classes=EMOJI_SPEC.num_classes,
+        image_size=EMOJI_SPEC.image_size,
+        in_chans=emoji.EMOJI_IN_CHANS,
+        description=EMOJI_SPEC.description,
+        split_sizes=EMOJI_SPEC.split_sizes,
+        class_names=EMOJI_SPEC.groups,
+        apt_packages=EMOJI_SPEC.apt_packages,
+    ),
     *(
         TaskInfo(
             name=spec.name,
@@ -149,17 +188,35 @@ _TASKS: tuple[TaskInfo, ...] = (
 _TASKS_BY_NAME = {info.name: info for info in _TASKS}
 
 
-def list_tasks(modality: Modality | None = "image") -> list[TaskInfo]:
-    """The tasks of one modality (``None``: every task), in a fixed order.
+def list_tasks(
+    modality: Modality | None = "image",
+    *,
+    image_size: int | None = None,
+    in_chans: int | None = None,
+) -> list[TaskInfo]:
+    """The tasks of one modality (``None``: every task), in a fixed order; with ``image_size``
+    / ``in_chans``, only the image tasks stored natively in that format
+    (``list_tasks(image_size=32, in_chans=1)``: the 32x32 grey tasks).
 
     The default is the image suite, which the training and evaluation code iterate over.
     """
-    return [info for info in _TASKS if modality is None or info.modality == modality]
+    return [
+        info
+        for info in _TASKS
+        if (modality is None or info.modality == modality)
+        and image_size in (None, info.image_size)
+        and in_chans in (None, info.in_chans)
+    ]
 
 
-def task_names(modality: Modality | None = "image") -> list[str]:
-    """Names of the tasks of ``list_tasks(modality)``, in its order."""
-    return [info.name for info in list_tasks(modality)]
+def task_names(
+    modality: Modality | None = "image",
+    *,
+    image_size: int | None = None,
+    in_chans: int | None = None,
+) -> list[str]:
+    """Names of the tasks of ``list_tasks`` (same filters, same order)."""
+    return [info.name for info in list_tasks(modality, image_size=image_size, in_chans=in_chans)]
 
 
 def get_task_info(name: str) -> TaskInfo:
@@ -183,13 +240,23 @@ def required_apt_packages(modality: Modality | None = None) -> list[str]:
 
 @dataclass(frozen=True)
 class _RawTask:
-    """All splits of a task as uint8 ``(N, S, S)`` images and int64 labels, plus its stats."""
+    """All splits of a task as uint8 images and int64 labels, plus its native statistics.
+
+    Grey tasks store ``(N, S, S)`` images, colour tasks ``(N, C, S, S)`` (the shapes the data
+    fingerprints were first taken over, so they stay as they are).
+    """
 
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
     norm: NormStats
 
+    def images_nchw(self, split: str) -> np.ndarray:
+        """The uint8 images of ``split`` as ``(N, C, S, S)`` (a view for grey tasks)."""
+        images = self.splits[split][0]
+        return images[:, None] if images.ndim == 3 else images
+
 
 _RAW_MEMO: dict[tuple[str, ...], _RawTask] = {}
+_CONVERTED_NORM_MEMO: dict[tuple[object, ...], NormStats] = {}
 _RAW_MEMO_LOCK = threading.Lock()
 
 
@@ -199,7 +266,13 @@ def _memo_key(name: str, data_dir: Path) -> tuple[str, ...]:
         str(data_dir),
         os.environ.get(FONT_DIRS_ENV, ""),
         os.environ.get(fashion_mnist.SOURCE_DIR_ENV, ""),
+        os.environ.get(emoji.EMOJI_TEST_ENV, ""),
     )
+
+
+def _stored_shape(info: TaskInfo, count: int) -> tuple[int, ...]:
+    side = info.image_size
+    return (count, side, side) if info.in_chans == 1 else (count, info.in_chans, side, side)
 
 
 def _load_raw(name: str, root: str | os.PathLike[str] | None) -> _RawTask:
@@ -211,11 +284,13 @@ def _load_raw(name: str, root: str | os.PathLike[str] | None) -> _RawTask:
             return _RAW_MEMO[key]
         if info.name == FASHION_MNIST:
             splits = fashion_mnist.load_fashion_mnist_raw(data_dir, FASHION_CONFIG)
+        elif info.name == EMOJI_GROUPS:
+            splits = emoji.load_emoji_task_raw(EMOJI_SPEC, data_dir)
         else:
             splits = load_glyph_task_raw(_GLYPH_SPECS_BY_NAME[info.name], data_dir)
         for split in SPLITS:
             images, labels = splits[split]
-            expected = (info.split_sizes[split], info.image_size, info.image_size)
+            expected = _stored_shape(info, info.split_sizes[split])
             if images.shape != expected or labels.shape != expected[:1]:
                 raise RuntimeError(
                     f"task {name!r} split {split!r}: got images {images.shape} / labels "
@@ -226,10 +301,25 @@ def _load_raw(name: str, root: str | os.PathLike[str] | None) -> _RawTask:
         return raw
 
 
+def _converted_norm(
+    name: str, root: str | os.PathLike[str] | None, raw: _RawTask, image_size: int, in_chans: int
+) -> NormStats:
+    """Per-channel statistics of the train split brought to ``image_size`` / ``in_chans``
+    (memoised per task, data directory and format)."""
+    key = (*_memo_key(name, resolve_data_dir(root)), image_size, in_chans)
+    with _RAW_MEMO_LOCK:
+        if key not in _CONVERTED_NORM_MEMO:
+            _CONVERTED_NORM_MEMO[key] = converted_norm_stats(
+                raw.images_nchw("train"), image_size, in_chans
+            )
+        return _CONVERTED_NORM_MEMO[key]
+
+
 def clear_memory_cache() -> None:
     """Drop the in-process copies of loaded tasks (the on-disk cache is kept)."""
     with _RAW_MEMO_LOCK:
         _RAW_MEMO.clear()
+        _CONVERTED_NORM_MEMO.clear()
     clear_text_memo()
 
 
@@ -238,8 +328,10 @@ def load_task(
     split: str,
     root: str | os.PathLike[str] | None = None,
     limit: int | None = None,
+    image_size: int | None = None,
+    in_chans: int | None = None,
 ) -> TaskData | TextTaskData:
-    """Load one split of a task of the suite.
+    """Load one split of a task of the suite (an image task in its native format or any other).
 
     Args:
         name: a task name from ``list_tasks(None)``.
@@ -249,14 +341,19 @@ def load_task(
             the Fashion-MNIST idx files (then ``$TAL_FASHION_MNIST_DIR``, then the Debian
             package's folder).
         limit: keep only the first ``limit`` examples of the (fixed, shuffled) split.
+        image_size: side length to resize to (bilinear, antialiased when shrinking); None
+            keeps the task's native size (``get_task_info(name).image_size``).
+        in_chans: 1 or 3 channels (grey -> RGB repeats the grey value; RGB -> grey is BT.601
+            luma); None keeps the task's native channels.
 
     Returns:
-        For an image task, ``TaskData`` with ``images`` float32 ``(N, 1, 32, 32)``, normalised
-        with the train split's mean and std, and ``labels`` int64 ``(N,)``. For a text task,
-        ``TextTaskData`` with ``input_ids`` int64 ``(N, max_tokens)`` (GPT-2 BPE, padded with
-        50256), ``lengths`` and ``labels`` int64 ``(N,)``; its Debian source files are read
-        under ``$TAL_TEXT_SOURCE_ROOT`` (default ``/``). The same call always returns the same
-        values.
+        For an image task, ``TaskData`` with ``images`` float32 ``(N, C, S, S)`` normalised per
+        channel with the statistics of the train split in the same format (``TaskData.norm``),
+        and ``labels`` int64 ``(N,)``; in the native format the values are exactly those of the
+        stored pixels (no resampling). For a text task, ``TextTaskData`` with ``input_ids`` int64
+        ``(N, max_tokens)`` (GPT-2 BPE, padded with 50256), ``lengths`` and ``labels`` int64
+        ``(N,)``; its Debian source files are read under ``$TAL_TEXT_SOURCE_ROOT`` (default
+        ``/``). The same call always returns the same values.
     """
     info = get_task_info(name)
     split = check_split(split)
@@ -265,10 +362,17 @@ def load_task(
     if info.modality == "text":
         return load_text_split(TEXT_SPECS_BY_NAME[name], split, resolve_data_dir(root), limit)
     raw = _load_raw(name, root)
-    images_u8, labels = raw.splits[split]
+    images_u8, labels = raw.images_nchw(split), raw.splits[split][1]
     if limit is not None:
         images_u8, labels = images_u8[:limit], labels[:limit]
-    images = normalize(to_unit_float(images_u8[:, None]), raw.norm)
+    size = info.image_size if image_size is None else image_size
+    chans = info.in_chans if in_chans is None else in_chans
+    if (size, chans) == (info.image_size, info.in_chans):
+        norm = raw.norm
+        images = normalize(to_unit_float(images_u8), norm)
+    else:
+        norm = _converted_norm(name, root, raw, size, chans)
+        images, _ = prepare_images(to_unit_float(images_u8), size, chans, norm)
     return TaskData(
         images=images,
         labels=torch.from_numpy(np.array(labels, dtype=np.int64)),
@@ -276,7 +380,7 @@ def load_task(
         class_names=info.class_names,
         name=info.name,
         split=split,
-        norm=raw.norm,
+        norm=norm,
     )
 
 

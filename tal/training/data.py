@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 import torch
 
-from tal.tasks import TaskData, held_out_task, list_tasks, load_task
+from tal.tasks import (
+    SUITE_IMAGE_SIZE,
+    SUITE_IN_CHANS,
+    TaskData,
+    held_out_task,
+    list_tasks,
+    load_task,
+)
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -27,6 +34,10 @@ def task_weights(sizes: dict[str, int], temperature: float) -> dict[str, float]:
 class SuiteData:
     """The training tasks of the suite (the held-out task excluded) in one label space.
 
+    Only the tasks stored as 32x32 grey (``SUITE_IMAGE_SIZE``, ``SUITE_IN_CHANS``) take part,
+    so every batch has one image format and the union label space is the one the shipped
+    ancestry was trained on; tasks in other formats (the colour ``emoji_groups``) are left out.
+
     Attributes:
         tasks: name -> train split; offsets: name -> ``(start, stop)`` in the union label space.
     """
@@ -43,7 +54,8 @@ class SuiteData:
         limit: int | None = None,
     ) -> SuiteData:
         unseen = held_out_task().name
-        names = [t.name for t in list_tasks() if include_held_out or t.name != unseen]
+        suite = list_tasks(image_size=SUITE_IMAGE_SIZE, in_chans=SUITE_IN_CHANS)
+        names = [t.name for t in suite if include_held_out or t.name != unseen]
         tasks = {name: load_task(name, split, root=root, limit=limit) for name in names}
         offsets, start = {}, 0
         for name, data in tasks.items():

@@ -49,7 +49,7 @@ def test_every_split_has_declared_shape_and_dtype(name: str, task_root: Path) ->
     for split in SPLITS:
         data = load_task(name, split, root=task_root)
         size = info.split_sizes[split]
-        assert data.images.shape == (size, 1, 32, 32)
+        assert data.images.shape == (size, info.in_chans, info.image_size, info.image_size)
         assert data.images.dtype == torch.float32
         assert data.labels.shape == (size,)
         assert data.labels.dtype == torch.int64

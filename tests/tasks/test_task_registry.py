@@ -38,12 +38,28 @@ def test_expected_tasks_are_registered() -> None:
         "glyphs_script",
         "glyphs_digits",
         "glyphs_greek",
+        "emoji_groups",
     } <= names
 
 
-def test_all_tasks_share_one_image_format() -> None:
-    for info in list_tasks():
-        assert (info.image_size, info.in_chans) == (SUITE_IMAGE_SIZE, SUITE_IN_CHANS) == (32, 1)
+def test_grey_tasks_share_the_suite_format_and_one_task_is_colour() -> None:
+    grey = list_tasks(image_size=SUITE_IMAGE_SIZE, in_chans=SUITE_IN_CHANS)
+    assert (SUITE_IMAGE_SIZE, SUITE_IN_CHANS) == (32, 1)
+    assert [t.name for t in grey] == [
+        "fashion_mnist",
+        "glyphs_latin",
+        "glyphs_script",
+        "glyphs_digits",
+        "glyphs_greek",
+    ]
+    assert task_names(image_size=SUITE_IMAGE_SIZE, in_chans=SUITE_IN_CHANS) == [
+        t.name for t in grey
+    ]
+    colour = list_tasks(in_chans=3)
+    assert [(t.name, t.image_size) for t in colour] == [("emoji_groups", 64)]
+    assert not colour[0].held_out_of_stage2
+    assert len(grey) + len(colour) == len(list_tasks())
+    assert list_tasks(image_size=7) == []
 
 
 def test_label_spaces_differ() -> None:
@@ -89,7 +105,19 @@ def test_required_apt_packages() -> None:
     packages = required_apt_packages()
     assert "dataset-fashion-mnist" in packages
     assert any(pkg.startswith("fonts-") for pkg in packages)
+    assert {"fonts-noto-color-emoji", "unicode-data"} <= set(packages)
     assert len(packages) == len(set(packages))
     for info in list_tasks():
         assert info.apt_packages
         assert set(info.apt_packages) <= set(packages)
+
+
+def test_setup_and_trainer_image_install_every_required_apt_package() -> None:
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    setup = (repo / "scripts" / "setup").read_text()
+    dockerfile = (repo / "docker" / "trainer.Dockerfile").read_text()
+    for package in required_apt_packages():
+        assert f" {package} " in setup or f"({package} " in setup, package
+        assert f"{package}=" in dockerfile, package
