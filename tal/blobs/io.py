@@ -31,7 +31,7 @@ from tal.blobs.layout import (
     aligned_order,
     plan_layout,
 )
-from tal.blobs.memory import empty_bytes
+from tal.blobs.memory import read_into_new_buffer
 from tal.blobs.reader import BytesLike, read_state_dict
 from tal.blobs.reader import read_metadata as _read_metadata
 
@@ -135,16 +135,10 @@ def read_metadata(blob: BytesLike) -> dict[str, str]:
 def read_file(path: Path) -> torch.Tensor:
     """The file's bytes in one fresh ``uint8`` tensor, read straight into it."""
     with path.open("rb", buffering=0) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        buffer = empty_bytes(size)
-        view = memoryview(buffer.numpy())
-        done = 0
-        while done < size:
-            count = handle.readinto(view[done:])
-            if not count:
-                raise BlobFormatError(f"{path} shrank while it was read ({done} of {size} bytes)")
-            done += count
-    return buffer
+        try:
+            return read_into_new_buffer(handle.readinto, os.fstat(handle.fileno()).st_size)
+        except EOFError as exc:
+            raise BlobFormatError(f"{path} shrank while it was read: {exc}") from exc
 
 
 def load_state_dict(

@@ -12,6 +12,7 @@ kernel's default ``madvise`` huge-page mode.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Callable
 from contextlib import suppress
 
 import torch
@@ -33,3 +34,21 @@ def empty_bytes(size: int) -> torch.Tensor:
     with suppress(OSError):  # a kernel without huge pages: plain pages still work
         mapping.madvise(_HUGE_PAGE_ADVICE)
     return torch.frombuffer(mapping, dtype=torch.uint8)
+
+
+def read_into_new_buffer(readinto: Callable[[memoryview], int | None], size: int) -> torch.Tensor:
+    """``size`` bytes from a ``readinto``-style source (a file, an HTTP body) in one fresh
+    buffer from :func:`empty_bytes`, read straight into it.
+
+    Raises:
+        EOFError: the source ended first (the message says after how many bytes).
+    """
+    buffer = empty_bytes(size)
+    view = memoryview(buffer.numpy())
+    done = 0
+    while done < size:
+        count = readinto(view[done:])
+        if not count:
+            raise EOFError(f"it ended after {done} of {size} bytes")
+        done += count
+    return buffer

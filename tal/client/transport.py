@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import torch
 
-from tal.blobs.memory import empty_bytes
+from tal.blobs.memory import read_into_new_buffer
 
 FILE_CHUNK_BYTES = 16 << 20  # one buffer, reused, when a body streams to a file
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -156,15 +156,12 @@ def _to_memory(answer: http.client.HTTPResponse) -> torch.Tensor:
     if length is None:  # no Content-Length (chunked): http.client joins the chunks
         data = answer.read()
         return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else _empty()
-    buffer = empty_bytes(length) if length else _empty()
-    view = memoryview(buffer.numpy())
-    done = 0
-    while done < length:
-        count = answer.readinto(view[done:])
-        if not count:
-            raise ShortBody(f"the body ended after {done} of {length} bytes")
-        done += count
-    return buffer
+    if not length:
+        return _empty()
+    try:
+        return read_into_new_buffer(answer.readinto, length)
+    except EOFError as exc:
+        raise ShortBody(f"the body ended early: {exc}") from exc
 
 
 def _empty() -> torch.Tensor:

@@ -54,6 +54,7 @@ def test_state_dict_and_load_into(server) -> None:
         assert meta["tal.format"] == "hf"
         assert client.models()["loaded"]["name"] == MODEL
         assert TASK in {row["name"] for row in client.tasks()["tasks"]}
+        assert client.reload(MODEL, "1")["version"] == "1"
 
 
 def test_state_dict_tensors_are_views_of_one_received_buffer(server) -> None:
