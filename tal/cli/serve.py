@@ -53,5 +53,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--config", type=Path, default=None, help="settings file (KEY=value)")
     serve.add_argument("--store", type=Path, default=None, help="model store folder")
     serve.add_argument("--log-level", default="info")
-    serve.add_argument("--graceful-seconds", type=int, default=30)
+    serve.add_argument(
+        "--graceful-seconds",
+        type=float,
+        default=None,
+        help="after SIGTERM, let requests in flight finish this long (default: the service "
+        "setting TAL_DRAIN_GRACE_SECONDS)",
+    )
     serve.set_defaults(func=_cmd_serve)

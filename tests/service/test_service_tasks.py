@@ -10,7 +10,7 @@ import zipfile
 
 import httpx
 import numpy as np
-from svc_support import TASK, TINY_VIT
+from svc_support import ADMIN_KEY, TASK, TINY_VIT
 
 from tal import io
 
@@ -47,8 +47,11 @@ def test_register_vector_seen_by_other_replica(a: httpx.Client, b: httpx.Client)
     created = a.post("/v1/tasks", json={"name": "vec-task", "embedding": vector})
     assert created.status_code == 201, created.text
     assert created.json()["shared"] is True
-    names = {row["name"] for row in b.get("/v1/tasks").json()["tasks"]}
-    assert "vec-task" in names
+    # B has keys: a user key lists its own tasks only, the admin key every owner's
+    admin = {"X-API-Key": ADMIN_KEY}
+    rows = {row["name"]: row for row in b.get("/v1/tasks", headers=admin).json()["tasks"]}
+    assert rows["vec-task"]["owner"] == "anonymous"  # A has no keys
+    assert "vec-task" not in {row["name"] for row in b.get("/v1/tasks").json()["tasks"]}
     on_b = b.post("/v1/initialize", json={"arch": TINY_VIT, "task": "vec-task"})
     assert on_b.status_code == 200, on_b.text
     assert json.loads(io.read_metadata(on_b.content)["tal.task"]) == "vec-task"
