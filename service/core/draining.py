@@ -27,11 +27,13 @@ import asyncio
 import signal
 import threading
 import time
+from http import HTTPStatus
 from types import FrameType
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.core.errors import error_response
 from service.core.logging import LOGGER
 
 CONNECTION_CLOSE = (b"connection", b"close")
@@ -113,8 +115,10 @@ class Drain:
 
 
 class DrainMiddleware:
-    """Adds ``Connection: close`` to every response while the worker drains (the drain is
-    read from ``app.state.service.drain``, set in the lifespan)."""
+    """While the worker drains: adds ``Connection: close`` to every response, and answers a
+    request that the server cancels at the end of the grace period with 503 and
+    ``Retry-After`` (a retry goes to another replica) instead of uvicorn's bare 500. The drain
+    is read from ``app.state.service.drain``, set in the lifespan."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -125,11 +129,30 @@ class DrainMiddleware:
             return
         service = getattr(scope["app"].state, "service", None)
         drain = getattr(service, "drain", None)
+        started = False
 
         async def send_closing(message: Message) -> None:
-            if message["type"] == "http.response.start" and drain is not None and drain.draining:
-                headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
-                message = {**message, "headers": [*headers, CONNECTION_CLOSE]}
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if drain is not None and drain.draining:
+                    headers = [h for h in message.get("headers", []) if h[0] != b"connection"]
+                    message = {**message, "headers": [*headers, CONNECTION_CLOSE]}
             await send(message)
 
-        await self.app(scope, receive, send_closing)
+        try:
+            await self.app(scope, receive, send_closing)
+        except asyncio.CancelledError:
+            if drain is None or not drain.draining or started:
+                raise
+            # The server cancelled this request: the grace period is over. Answer, and end the
+            # task here (it was cancelled precisely to end it).
+            retry_after = str(getattr(service.settings, "retry_after_seconds", 1))
+            response = error_response(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "this worker is shutting down and could not finish the request within its "
+                "grace period (TAL_DRAIN_GRACE_SECONDS); retry, another replica will answer",
+                {"Retry-After": retry_after, "Connection": "close"},
+            )
+            await response(scope, receive, send)

@@ -113,3 +113,16 @@ def test_zip_bomb_and_big_upload(a: httpx.Client) -> None:
     assert len(bomb.getvalue()) < 2_000_000
     assert upload(a, "bomb", bomb.getvalue()).status_code == 413
     assert upload(a, "big", b"\0" * 3_000_000).status_code == 413
+
+
+def test_without_keys_everyone_replaces_and_deletes(a: httpx.Client) -> None:
+    first = a.post("/v1/tasks", json={"name": "anon-task", "embedding": [0.25] * TASK_DIM})
+    assert first.status_code == 201 and first.json()["owner"] == "anonymous"
+    assert first.json()["expires_at"] is None  # no TTL by default
+    again = a.post("/v1/tasks", json={"name": "anon-task", "embedding": [0.5] * TASK_DIM})
+    assert again.status_code == 201
+    row = next(r for r in a.get("/v1/tasks").json()["tasks"] if r["name"] == "anon-task")
+    assert row["owner"] == "anonymous" and row["hash"] == again.json()["hash"]
+    assert a.delete("/v1/tasks/anon-task").status_code == 204
+    assert a.post("/v1/initialize", json={"arch": TINY_VIT, "task": "anon-task"}).status_code == 404
+    assert a.delete(f"/v1/tasks/{TASK}").status_code == 409

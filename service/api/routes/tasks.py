@@ -92,7 +92,7 @@ class Registration:
     classes: int
     support: TaskData | None
     note: str | None
-    ttl_seconds: int | None = None  # None: the server's default
+    ttl_seconds: int  # 0: never expires
 
 
 def _head_support(support: TaskData) -> tuple[TaskData | None, str | None]:
@@ -121,6 +121,7 @@ async def _from_upload(request: Request, state: StateDep) -> Registration:
     if not isinstance(upload, UploadFile):
         raise InvalidInput("file: a .npz file with arrays 'images' and 'labels' is required")
     _check_name(name)
+    ttl = registration_ttl(_form_ttl(form.get(TTL_FIELD)), settings)
     if learngene.ancestry is None:
         raise Conflict(
             f"checkpoint {learngene.model_version} has no ancestry model, so it cannot embed a "
@@ -144,7 +145,6 @@ async def _from_upload(request: Request, state: StateDep) -> Registration:
     except (ValueError, RuntimeError) as exc:  # images the ancestry model cannot take
         raise InvalidInput(f"file: cannot embed these images ({exc})") from exc
     head_support, note = _head_support(support)
-    ttl = _form_ttl(form.get(TTL_FIELD))
     return Registration(name, embedding, task.num_classes, head_support, note, ttl)
 
 
@@ -176,7 +176,7 @@ def _check_name(name: str) -> None:
         raise InvalidInput(f"name: must match {TASK_NAME_PATTERN}") from exc
 
 
-async def _from_json(request: Request) -> Registration:
+async def _from_json(request: Request, settings: Settings) -> Registration:
     body = await request.body()
     try:
         vector = TaskVector.model_validate_json(body)
@@ -186,7 +186,8 @@ async def _from_json(request: Request) -> Registration:
         )
         raise InvalidInput(details) from exc
     embedding = torch.tensor(vector.embedding, dtype=torch.float32)
-    return Registration(vector.name, embedding, 0, None, None, vector.ttl_seconds)
+    ttl = registration_ttl(vector.ttl_seconds, settings)
+    return Registration(vector.name, embedding, 0, None, None, ttl)
 
 
 @router.post(
@@ -209,10 +210,9 @@ async def register_task(request: Request, state: StateDep, caller: CallerDep) ->
     if content_type.startswith(MULTIPART):
         task = await _from_upload(request, state)
     else:
-        task = await _from_json(request)
-    ttl = registration_ttl(task.ttl_seconds, state.settings)
+        task = await _from_json(request, state.settings)
     registered = await state.tasks.register(
-        task.name, task.embedding, loaded.learngene, task.support, caller, ttl
+        task.name, task.embedding, loaded.learngene, task.support, caller, task.ttl_seconds
     )
     record = registered.record
     return TaskRegistered(
