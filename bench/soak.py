@@ -33,6 +33,7 @@ baseline after start-up plus ``TAL_MEMORY_CACHE_BYTES`` + ``TAL_INFLIGHT_BUDGET_
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import statistics
@@ -66,6 +67,7 @@ SMALL_BLOB_BYTES = 16 * MIB  # the Redis tier's limit: blobs above it live in me
 RESTART_AT, RELOAD_AT = 1 / 3, 2 / 3
 RELOAD_VERSION = "2"
 SERVER_ERROR = 500
+ERROR_STATUS = 400
 
 GPT2_SMALL = {"family": "gpt2", "n_layer": 12, "n_embd": 768, "n_head": 12}
 VIT = {
@@ -88,13 +90,17 @@ MIX = {"hot": 62, "fresh": 6, "conditional": 20, "probe": 8, "metrics": 4}
 
 @dataclass(frozen=True)
 class Sample:
-    """One request: its class, status (None: no answer), seconds to the first and last byte."""
+    """One request: its class, status (None: no answer), seconds to the first and last byte,
+    when it started (seconds into the run), how long its connection had been idle before, and
+    for a failure the error code of the body or the exception."""
 
     kind: str
     status: int | None
     first_byte: float
     total: float
     size: int
+    at: float
+    idle: float
     error: str | None = None
 
 
@@ -104,6 +110,7 @@ class Plan:
 
     deadline: float
     max_requests: int
+    started: float = 0.0
     etags: dict[str, str] = field(default_factory=dict)
     issued: int = 0
     fresh: int = 0
@@ -135,14 +142,25 @@ def fresh_body(rng: random.Random, number: int) -> tuple[str, dict]:
 
 def timed_request(
     client: httpx.Client, method: str, path: str, **kwargs: object
-) -> tuple[httpx.Response, float, float, int]:
-    """(response, seconds to the headers, seconds to the last byte, body bytes), the body
-    streamed and dropped as it arrives."""
+) -> tuple[httpx.Response, float, float, int, str | None]:
+    """(response, seconds to the headers, seconds to the last byte, body bytes, the ``error``
+    code of an error body), the body streamed and dropped as it arrives."""
     start = time.perf_counter()
     with client.stream(method, path, **kwargs) as response:
         first = time.perf_counter() - start
-        size = sum(len(chunk) for chunk in response.iter_raw(READ_CHUNK))
-    return response, first, time.perf_counter() - start, size
+        if response.status_code >= ERROR_STATUS:
+            response.read()
+            size, code = len(response.content), error_code(response)
+        else:
+            size, code = sum(len(c) for c in response.iter_raw(READ_CHUNK)), None
+    return response, first, time.perf_counter() - start, size, code
+
+
+def error_code(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error"))
+    except ValueError:
+        return response.text[:40]
 
 
 def classify(kind: str, response: httpx.Response) -> str:
@@ -160,6 +178,7 @@ def client_loop(index: int, urls: list[str], plan: Plan, samples: list[Sample], 
     headers = {"X-API-Key": USER_KEY}
     kinds, weights = list(MIX), list(MIX.values())
     hot_weights = [weight for _, _, weight in HOT]
+    last_end = time.monotonic()
     with httpx.Client(base_url=urls[index % len(urls)], timeout=REQUEST_TIMEOUT) as client:
         while plan.next_ticket():
             kind = rng.choices(kinds, weights)[0]
@@ -169,25 +188,31 @@ def client_loop(index: int, urls: list[str], plan: Plan, samples: list[Sample], 
                 label, body = fresh_body(rng, plan.next_fresh())
             if kind == "conditional" and label in plan.etags:
                 extra = {"If-None-Match": plan.etags[label]}
+            now = time.monotonic()
+            at, idle = now - plan.started, now - last_end
             try:
                 if kind == "probe":
                     path = rng.choice(["/readyz", "/healthz"])
-                    response, first, total, size = timed_request(client, "GET", path)
+                    response, first, total, size, code = timed_request(client, "GET", path)
                 elif kind == "metrics":
-                    response, first, total, size = timed_request(client, "GET", "/metrics")
+                    response, first, total, size, code = timed_request(client, "GET", "/metrics")
                 else:
-                    response, first, total, size = timed_request(
+                    response, first, total, size, code = timed_request(
                         client, "POST", "/v1/initialize", json=body, headers={**headers, **extra}
                     )
                     if kind != "fresh" and "etag" in response.headers:
                         plan.etags[label] = response.headers["etag"]
             except httpx.TransportError as exc:
-                samples.append(Sample(kind, None, 0.0, 0.0, 0, type(exc).__name__))
+                samples.append(Sample(kind, None, 0.0, 0.0, 0, at, idle, f"{type(exc).__name__}"))
+                last_end = time.monotonic()
                 continue
+            last_end = time.monotonic()
             sample_kind = classify(kind, response)
             if sample_kind == "hit" and size > SMALL_BLOB_BYTES:
                 sample_kind = "hit-large"
-            samples.append(Sample(sample_kind, response.status_code, first, total, size))
+            samples.append(
+                Sample(sample_kind, response.status_code, first, total, size, at, idle, code)
+            )
 
 
 class MemoryWatch(threading.Thread):
@@ -218,9 +243,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
 
 
-def events(redis: RedisProcess, replicas: list[ServiceProcess], plan: Plan, log: list) -> None:
-    """The Redis restart and the hot reload, at their share of the run."""
-    start = time.monotonic()
+def events(
+    redis: RedisProcess,
+    replicas: list[ServiceProcess],
+    plan: Plan,
+    log: list[str],
+    times: list[float],
+) -> None:
+    """The Redis restart and the hot reload, at their share of the run (``log`` gets a line
+    and ``times`` the start, in seconds into the run, of each)."""
+    start = plan.started
     length = plan.deadline - start
 
     def wait_until(share: float) -> bool:
@@ -232,6 +264,7 @@ def events(redis: RedisProcess, replicas: list[ServiceProcess], plan: Plan, log:
 
     if wait_until(RESTART_AT):
         began = time.monotonic()
+        times.append(began - start)
         redis.stop()
         redis.start()
         down = time.monotonic() - began
@@ -239,6 +272,7 @@ def events(redis: RedisProcess, replicas: list[ServiceProcess], plan: Plan, log:
     if wait_until(RELOAD_AT):
         for replica in replicas:
             began = time.monotonic()
+            times.append(began - start)
             answer = httpx.post(
                 f"{replica.url}/v1/models/reload",
                 json={"name": MODEL, "version": RELOAD_VERSION},
@@ -251,6 +285,20 @@ def events(redis: RedisProcess, replicas: list[ServiceProcess], plan: Plan, log:
             )
 
 
+def print_phases(by_kind: dict[str, list[Sample]], times: list[float]) -> None:
+    """Hit p99 (to the first byte) before, between and after the events."""
+    hits = by_kind.get("hit", []) + by_kind.get("hit-large", [])
+    edges = [0.0, *times, float("inf")]
+    parts = []
+    for start, end in itertools.pairwise(edges):
+        window = [s.first_byte for s in hits if start <= s.at < end]
+        if window:
+            parts.append(
+                f"{start:.0f}-{end:.0f} s: {percentile(window, 0.99):.3f} s (n={len(window)})"
+            )
+    print(f"hit first-byte p99 between events: {'; '.join(parts)}")
+
+
 def report(
     samples: list[Sample],
     watch: MemoryWatch,
@@ -259,6 +307,7 @@ def report(
     settings: dict[str, str],
     elapsed: float,
     log: list[str],
+    log_times: list[float],
 ) -> None:
     by_kind: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
@@ -288,6 +337,13 @@ def report(
     connection = Counter(s.error for s in samples if s.status is None)
     print(f"\nerrors by status: {dict(sorted(statuses.items())) or 'none'}")
     print(f"connection errors: {dict(connection) or 'none'}")
+    failures = [s for s in samples if s.status is None or s.status >= ERROR_STATUS]
+    for s in sorted(failures, key=lambda s: s.at):
+        print(
+            f"  {s.at:6.1f} s  {s.kind:<11} {s.status or 'no answer'} {s.error}  (connection "
+            f"idle {s.idle:.2f} s before)"
+        )
+    print_phases(by_kind, log_times)
     budget = int(settings["TAL_INFLIGHT_BUDGET_BYTES"])
     for i, (peak, base) in enumerate(zip(watch.peaks, baselines, strict=True)):
         print(
@@ -368,16 +424,17 @@ def main() -> None:
         plan.deadline = time.monotonic() + args.minutes * 60
         samples: list[Sample] = []
         log: list[str] = []
+        times: list[float] = []
         print(
             f"{args.clients} clients for {args.minutes:g} min or {args.requests} requests",
             flush=True,
         )
-        started = time.monotonic()
+        started = plan.started = time.monotonic()
         threads = [
             threading.Thread(target=client_loop, args=(i, urls, plan, samples, args.seed))
             for i in range(args.clients)
         ]
-        chaos = threading.Thread(target=events, args=(redis, replicas, plan, log))
+        chaos = threading.Thread(target=events, args=(redis, replicas, plan, log, times))
         for thread in [*threads, chaos]:
             thread.start()
         for thread in [*threads, chaos]:
@@ -385,7 +442,7 @@ def main() -> None:
         elapsed = time.monotonic() - started
         watch.stop.set()
         watch.join()
-        report(samples, watch, baselines, allowance, settings, elapsed, log)
+        report(samples, watch, baselines, allowance, settings, elapsed, log, times)
     finally:
         for replica in replicas:
             replica.stop()
