@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.core.config import MAX_TASK_TTL_SECONDS
 from tal.arch.formats import OutputDType, OutputFormat
 from tal.heads.choice import HeadChoice
 
@@ -77,7 +78,9 @@ class TaskVector(BaseModel):
     embedding: list[float] = Field(
         min_length=1, max_length=MAX_EMBEDDING_VALUES, description="task_dim floats"
     )
-    ttl_seconds: int | None = Field(None, ge=0, description=TTL_DESCRIPTION)
+    ttl_seconds: int | None = Field(
+        None, ge=0, le=MAX_TASK_TTL_SECONDS, description=TTL_DESCRIPTION
+    )
 
 
 class TaskInfo(BaseModel):

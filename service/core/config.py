@@ -45,6 +45,7 @@ DEFAULT_MAX_CONCURRENT_PREDICTIONS = 1
 # a registration with 300 support images is ~1.2 MB in Redis: 100 per owner stay near 120 MB
 DEFAULT_MAX_TASKS_PER_OWNER = 100
 DEFAULT_DRAIN_GRACE_SECONDS = 30.0
+MAX_TASK_TTL_SECONDS = 2**31 - 1  # Redis takes milliseconds; the Lua scripts compute in doubles
 
 
 def _split_keys(value: object) -> object:
@@ -138,11 +139,15 @@ class Settings(BaseSettings):
         "/v1/tasks answers 409 (0 = no limit)",
     )
     task_ttl_seconds: int = Field(
-        0, ge=0, description="lifetime of a registration that names no ttl_seconds (0 = none)"
+        0,
+        ge=0,
+        le=MAX_TASK_TTL_SECONDS,
+        description="lifetime of a registration that names no ttl_seconds (0 = none)",
     )
     max_task_ttl_seconds: int = Field(
         0,
         ge=0,
+        le=MAX_TASK_TTL_SECONDS,
         description="largest ttl_seconds a registration may ask for (0 = no bound); when set, "
         "every registration expires and task_ttl_seconds must be 1 to this",
     )

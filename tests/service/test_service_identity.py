@@ -57,6 +57,8 @@ def test_registration_ttl() -> None:
     assert registration_ttl(None, unbounded) == 5
     assert registration_ttl(0, unbounded) == 0  # never expires
     assert registration_ttl(10**9, unbounded) == 10**9
+    with pytest.raises(InvalidInput, match="at most"):
+        registration_ttl(2**31, unbounded)  # beyond what Redis and the scripts take
     bounded = Settings(task_ttl_seconds=30, max_task_ttl_seconds=60)
     assert registration_ttl(None, bounded) == 30 and registration_ttl(60, bounded) == 60
     for refused in (0, 61):

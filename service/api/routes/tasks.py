@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service.api.deps import ApiKeyDep, CallerDep, StateDep
-from service.core.config import Settings
+from service.core.config import MAX_TASK_TTL_SECONDS, Settings
 from service.core.errors import Conflict, InvalidInput
 from service.schemas import (
     TASK_NAME_PATTERN,
@@ -52,7 +52,12 @@ UPLOAD_SCHEMA: dict[str, Any] = {
     "properties": {
         "name": {"type": "string", "pattern": TASK_NAME_PATTERN},
         "file": {"type": "string", "format": "binary", "description": ".npz: images, labels"},
-        TTL_FIELD: {"type": "integer", "minimum": 0, "description": TTL_DESCRIPTION},
+        TTL_FIELD: {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_TASK_TTL_SECONDS,
+            "description": TTL_DESCRIPTION,
+        },
     },
 }
 REQUEST_BODY = {
@@ -160,6 +165,8 @@ def registration_ttl(requested: int | None, settings: Settings) -> int:
     """The TTL a registration gets (0 = none): the request's, bounded, or the default."""
     if requested is None:
         return settings.task_ttl_seconds
+    if requested > MAX_TASK_TTL_SECONDS:
+        raise InvalidInput(f"{TTL_FIELD}: at most {MAX_TASK_TTL_SECONDS}, got {requested}")
     bound = settings.max_task_ttl_seconds
     if bound and not 1 <= requested <= bound:
         raise InvalidInput(
