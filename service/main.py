@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from service.api.main import api_router
 from service.core.config import Settings, get_settings
+from service.core.draining import DrainMiddleware
 from service.core.errors import install_handlers
 from service.core.metrics import mark_process_dead
 from service.core.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = ServiceState.build(settings)
         app.state.service = state
+        state.drain.install()  # SIGTERM: readiness 503, then uvicorn's graceful shutdown
         loader = asyncio.create_task(state.models.initial_load())
         try:
             yield
@@ -62,5 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(DrainMiddleware)
     app.include_router(api_router)
     return app

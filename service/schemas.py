@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.core.config import MAX_TASK_TTL_SECONDS
 from tal.arch.formats import OutputDType, OutputFormat
 from tal.heads.choice import HeadChoice
 
@@ -16,6 +18,11 @@ RETIRED_SEED_MESSAGE = (
 )
 MAX_EMBEDDING_VALUES = 65_536
 NAME_PATTERN = TASK_NAME_PATTERN
+TTL_DESCRIPTION = (
+    "seconds until the registration expires on every replica; absent: the server's default "
+    "(TAL_TASK_TTL_SECONDS), 0: never (refused when the server bounds TTLs), at most "
+    "TAL_MAX_TASK_TTL_SECONDS when that is set"
+)
 
 ARCH_EXAMPLES = [
     {"family": "vit", "depth": 12, "embed_dim": 384, "num_heads": 6},
@@ -71,12 +78,25 @@ class TaskVector(BaseModel):
     embedding: list[float] = Field(
         min_length=1, max_length=MAX_EMBEDDING_VALUES, description="task_dim floats"
     )
+    ttl_seconds: int | None = Field(
+        None, ge=0, le=MAX_TASK_TTL_SECONDS, description=TTL_DESCRIPTION
+    )
 
 
 class TaskInfo(BaseModel):
     name: str
     source: Literal["checkpoint", "registered"]
     hash: str = Field(description="hash of the embedding (part of the cache key)")
+    owner: str | None = Field(
+        None,
+        description="who registered it: the API key's name, or 'key-' and a hash of the key "
+        "for a key without a name; 'anonymous' without keys, 'legacy' for tasks registered "
+        "before owners existed; null for the checkpoint's tasks",
+    )
+    created_at: datetime | None = Field(None, description="when it was registered (UTC)")
+    expires_at: datetime | None = Field(
+        None, description="when the registration expires (UTC); null = never"
+    )
 
 
 class TaskList(BaseModel):
@@ -95,6 +115,12 @@ class TaskRegistered(BaseModel):
     )
     classes: int | None = Field(None, description="classes of the uploaded labels")
     note: str | None = Field(None, description="why no images were kept, when none were")
+    owner: str | None = Field(
+        None, description="the task's owner (a replacement by an admin keeps the owner)"
+    )
+    expires_at: datetime | None = Field(
+        None, description="when the registration expires (UTC); null = never"
+    )
 
 
 class ReloadRequest(BaseModel):

@@ -9,6 +9,7 @@ from service.cache.redis_tier import RedisTier
 from service.cache.tiered import TieredCache
 from service.checkpoints import ModelManager
 from service.core.config import Settings
+from service.core.draining import Drain
 from service.core.logging import RateLimitedLog
 from service.predictor import Predictor
 from service.task_registry import TaskRegistry
@@ -23,6 +24,7 @@ class ServiceState:
     predictor: Predictor
     redis: RedisTier | None
     log: RateLimitedLog
+    drain: Drain
 
     @classmethod
     def build(cls, settings: Settings) -> ServiceState:
@@ -44,11 +46,18 @@ class ServiceState:
         return cls(
             settings=settings,
             models=ModelManager(settings),
-            tasks=TaskRegistry(settings.model_name, redis, settings.max_local_task_supports),
+            tasks=TaskRegistry(
+                settings.model_name,
+                redis,
+                settings.max_local_task_supports,
+                max_tasks_per_owner=settings.max_tasks_per_owner,
+                private_names=settings.auth_enabled,
+            ),
             cache=cache,
             predictor=Predictor(settings, cache, log),
             redis=redis,
             log=log,
+            drain=Drain(settings.drain_delay_seconds, settings.drain_grace_seconds),
         )
 
     async def close(self) -> None:

@@ -1,8 +1,11 @@
 """Task embeddings: the checkpoint's own tasks plus tasks registered through the API.
 
-Registered tasks are kept in this process and, when Redis is configured, in a Redis hash per
-model name, so every replica sees them: a replica looks a registered task up in Redis on each
-use (a few hundred bytes), falling back to its own copy when Redis is unavailable.
+Registered tasks belong to an owner (the API key's name, ``service.core.identity``): only the
+owner or an admin key replaces or deletes one, an owner holds at most ``max_tasks_per_owner``
+and a registration may expire. They are kept in this process and, when Redis is configured, in
+Redis (``service.task_store``), so every replica sees them: a replica looks a registered task up
+in Redis on each use (a few hundred bytes), so a task deleted or expired anywhere is unknown
+everywhere at once; it falls back to its own copy only when Redis cannot answer.
 
 A task registered from labelled images also keeps those images (its *support*, at most
 ``task_support_images`` of them, a few MB) so that heads can be fitted to it
@@ -16,6 +19,8 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +28,9 @@ import torch
 from service.cache.keys import task_hash
 from service.cache.redis_tier import RedisTier
 from service.core.errors import Conflict, InvalidInput, Unavailable
+from service.core.identity import ANONYMOUS, Caller
+from service.core.logging import LOGGER
+from service.task_store import LocalTaskStore, NewTask, RedisTaskStore, TaskRecord
 from tal.checkpoints.learngene import Learngene
 from tal.heads.support import support_from_bytes, support_to_bytes
 from tal.tasks import TaskData
@@ -89,28 +97,66 @@ class ResolvedTask:
     support: SupportRef | None = None
 
 
+@dataclass(frozen=True)
+class Registered:
+    """The outcome of a registration: the stored record, its embedding's hash and whether it
+    is in Redis (every replica sees it)."""
+
+    record: TaskRecord
+    hash: str
+    shared: bool
+
+
+def timestamp(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def task_row(record: TaskRecord, embedding: torch.Tensor) -> dict[str, Any]:
+    """One registered task as ``GET /v1/tasks`` lists it."""
+    return {
+        "name": record.name,
+        "source": SOURCE_REGISTERED,
+        "hash": task_hash(embedding),
+        "owner": record.owner,
+        "created_at": timestamp(record.created),
+        "expires_at": timestamp(record.expires),
+    }
+
+
 class TaskRegistry:
     """Resolves task names to embeddings ``(task_dim,)`` and support images for the serving
-    learngene."""
+    learngene, and registers, lists and deletes tasks on behalf of their owners."""
 
-    def __init__(self, model_name: str, redis: RedisTier | None, max_supports: int) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        redis: RedisTier | None,
+        max_supports: int,
+        max_tasks_per_owner: int = 0,
+        private_names: bool = False,
+    ) -> None:
+        """``private_names``: an unknown-task error names only the checkpoint's tasks, not
+        other owners' registered ones (set when API keys are configured)."""
         self.model_name = model_name
-        self.redis = redis
+        self.remote = RedisTaskStore(redis) if redis is not None else None
         self.max_supports = max_supports
-        self.local: dict[str, torch.Tensor] = {}
-        self.local_refs: dict[str, SupportRef] = {}
+        self.max_tasks_per_owner = max_tasks_per_owner
+        self.private_names = private_names
+        self.local = LocalTaskStore()
         self.supports: OrderedDict[str, TaskData] = OrderedDict()  # by support digest, LRU
 
-    async def _registered(self, task_dim: int) -> dict[str, torch.Tensor]:
-        """Registered tasks of the right width: Redis merged over the local copies."""
-        tasks = {k: v for k, v in self.local.items() if v.shape == (task_dim,)}
-        if self.redis is not None:
-            remote = await self.redis.get_tasks(self.model_name)
-            for name, data in (remote or {}).items():
-                embedding = _decode(data, task_dim)
-                if embedding is not None:
-                    tasks[name] = self.local[name] = embedding
-        return tasks
+    async def _lookup(self, name: str) -> TaskRecord | None:
+        """The record of a registered task: Redis when it answers (a copy is kept for when it
+        does not), else this process's copy."""
+        if self.remote is not None:
+            ok, record = await self.remote.get(self.model_name, name)
+            if ok:
+                if record is not None:
+                    self.local.remember(record)
+                    return record
+                if name not in self.local.local_only:
+                    self.local.forget(name)  # deleted or expired on another replica
+        return self.local.get(name)
 
     async def resolve(self, name: str | None, learngene: Learngene) -> ResolvedTask:
         """The embedding of ``name`` and its support reference; raises UnknownTaskError."""
@@ -119,25 +165,16 @@ class TaskRegistry:
         if name in learngene.tasks:
             return ResolvedTask(name, learngene.tasks[name])
         task_dim = learngene.hypernet.config.encoder.task_dim
-        if self.redis is not None:
-            data, reference = await self.redis.get_task(self.model_name, name)
-            embedding = _decode(data, task_dim) if data else None
-            if embedding is not None:
-                self.local[name] = embedding
-                support = SupportRef.decode(reference) if reference else None
-                self._set_ref(name, support)
-        embedding = self.local.get(name)
-        if embedding is None or embedding.shape != (task_dim,):
-            known = sorted({*learngene.tasks, *await self._registered(task_dim)})
+        record = await self._lookup(name)
+        embedding = _decode(record.embedding, task_dim) if record is not None else None
+        if record is None or embedding is None:
+            known = set(learngene.tasks)
+            if not self.private_names:
+                known |= {r.name for r in await self._records(None)}
             raise UnknownTaskError(name, known)
+        support = SupportRef.decode(record.reference) if record.reference else None
         device = learngene.hypernet.device
-        return ResolvedTask(name, embedding.to(device), self.local_refs.get(name))
-
-    def _set_ref(self, name: str, support: SupportRef | None) -> None:
-        if support is None:
-            self.local_refs.pop(name, None)
-        else:
-            self.local_refs[name] = support
+        return ResolvedTask(name, embedding.to(device), support)
 
     def _keep(self, digest: str, support: TaskData) -> None:
         self.supports[digest] = support
@@ -157,36 +194,60 @@ class TaskRegistry:
         if support is not None:
             self.supports.move_to_end(reference.digest)
             return support
-        if self.redis is None:
+        if self.remote is None:
             raise Conflict(
                 f"task {name!r}: its images were dropped from this process's memory (over "
                 "max_local_task_supports tasks registered, and no Redis to keep them); register "
                 "it again, or ask for head 'predicted'"
             )
-        blob = await self.redis.get_support(self.model_name, name)
+        blob = await self.remote.images(self.model_name, name)
         if blob is not None and support_digest(blob) == reference.digest:
             support = support_from_bytes(blob)  # the bytes register wrote
             self._keep(reference.digest, support)
             return support
         raise Unavailable(
-            f"task {name!r}: its images cannot be read now (the task was re-registered "
-            "meanwhile, or Redis is unreachable); retry, or ask for head 'predicted'",
+            f"task {name!r}: its images cannot be read now (the task was re-registered or "
+            "deleted meanwhile, or Redis is unreachable); retry, or ask for head 'predicted'",
             RETRY_SUPPORT_SECONDS,
         )
 
-    async def list(self, learngene: Learngene) -> list[dict[str, str]]:
+    async def _records(self, owner: str | None) -> list[TaskRecord]:
+        """Live registered tasks of ``owner`` (None: all): Redis's, plus those only this
+        process holds; this process's copies when Redis cannot answer."""
+        if self.remote is not None:
+            ok, records = await self.remote.list(self.model_name, owner)
+            if ok:
+                for record in records:
+                    self.local.remember(record)
+                seen = {r.name for r in records}
+                only_here = [
+                    r
+                    for r in self.local.owned(owner)
+                    if r.name in self.local.local_only and r.name not in seen
+                ]
+                return records + only_here
+        return self.local.owned(owner)
+
+    async def list(self, learngene: Learngene, caller: Caller) -> list[dict[str, Any]]:
+        """The checkpoint's tasks and the registered tasks ``caller`` sees: its own, or every
+        owner's for an admin (and for everyone when no keys are configured)."""
         task_dim = learngene.hypernet.config.encoder.task_dim
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"name": name, "source": SOURCE_CHECKPOINT, "hash": task_hash(embedding)}
             for name, embedding in learngene.tasks.items()
         ]
-        registered = await self._registered(task_dim)
-        rows += [
-            {"name": name, "source": SOURCE_REGISTERED, "hash": task_hash(embedding)}
-            for name, embedding in registered.items()
-            if name not in learngene.tasks
-        ]
+        for record in await self._records(None if caller.admin else caller.owner):
+            embedding = _decode(record.embedding, task_dim)
+            if embedding is not None and record.name not in learngene.tasks:
+                rows.append(task_row(record, embedding))
         return sorted(rows, key=lambda row: row["name"])
+
+    def _check_replaceable(self, name: str, learngene: Learngene, action: str) -> None:
+        if name in learngene.tasks:
+            raise Conflict(
+                f"task {name!r} is part of checkpoint {learngene.model_version} and cannot be "
+                f"{action}; choose another name"
+            )
 
     async def register(
         self,
@@ -194,14 +255,18 @@ class TaskRegistry:
         embedding: torch.Tensor,
         learngene: Learngene,
         support: TaskData | None = None,
-    ) -> tuple[str, bool]:
-        """Stores ``embedding`` ``(task_dim,)`` under ``name``, with the labelled images heads
-        are fitted to (or none, removing earlier ones); returns (hash, shared in Redis)."""
-        if name in learngene.tasks:
-            raise Conflict(
-                f"task {name!r} is part of checkpoint {learngene.model_version} and cannot be "
-                "replaced; choose another name"
-            )
+        caller: Caller | None = None,
+        ttl_seconds: int = 0,
+    ) -> Registered:
+        """Stores ``embedding`` ``(task_dim,)`` under ``name`` for ``caller`` (None: the
+        anonymous admin), with the labelled images heads are fitted to (or none, removing
+        earlier ones), expiring after ``ttl_seconds`` (0: never).
+
+        Raises Forbidden (another owner's task), TaskLimitReached (409, the owner holds
+        ``max_tasks_per_owner``), Conflict (a checkpoint task) and InvalidInput.
+        """
+        caller = caller or ANONYMOUS
+        self._check_replaceable(name, learngene, "replaced")
         task_dim = learngene.hypernet.config.encoder.task_dim
         embedding = embedding.detach().to("cpu", torch.float32).reshape(-1)
         if embedding.shape != (task_dim,):
@@ -211,16 +276,48 @@ class TaskRegistry:
             )
         if not torch.isfinite(embedding).all():
             raise InvalidInput("embedding: contains NaN or infinite values")
-        stored = None
-        reference = None
+        task = NewTask(name, _encode(embedding))
         if support is not None:
             blob = support_to_bytes(support)
             reference = SupportRef.of(blob, support)
-            stored = (reference.encode(), blob)
+            task = NewTask(name, task.embedding, reference.encode(), blob)
             self._keep(reference.digest, support)
-        self.local[name] = embedding
-        self._set_ref(name, reference)
-        shared = False
-        if self.redis is not None:
-            shared = await self.redis.put_task(self.model_name, name, _encode(embedding), stored)
-        return task_hash(embedding), shared
+        limit = self.max_tasks_per_owner
+        record = None
+        if self.remote is not None:
+            _, record = await self.remote.register(
+                self.model_name, task, caller, limit, ttl_seconds
+            )
+        shared = record is not None
+        if record is None:  # no Redis, or it cannot answer: this process only
+            record = self.local.register(task, caller, limit, ttl_seconds)
+        else:
+            self.local.remember(record)
+        LOGGER.info(
+            "task %r registered by %s (owner %s, expires %s, shared %s)",
+            name,
+            caller.owner,
+            record.owner,
+            timestamp(record.expires) or "never",
+            shared,
+        )
+        return Registered(record, task_hash(embedding), shared)
+
+    async def delete(self, name: str, learngene: Learngene, caller: Caller) -> None:
+        """Removes a registered task everywhere: its embedding, images and reference.
+
+        Raises NotFound, Forbidden (another owner's task, not an admin), Conflict (a checkpoint
+        task) and Unavailable when Redis holds it but cannot be reached now.
+        """
+        self._check_replaceable(name, learngene, "deleted")
+        if self.remote is not None and name not in self.local.local_only:
+            if not await self.remote.delete(self.model_name, name, caller):
+                raise Unavailable(
+                    f"task {name!r} cannot be deleted now: Redis, which every replica reads "
+                    "it from, cannot be reached; retry",
+                    RETRY_SUPPORT_SECONDS,
+                )
+            self.local.forget(name)
+        else:
+            self.local.delete(name, caller)
+        LOGGER.info("task %r deleted by %s", name, caller.owner)

@@ -22,6 +22,7 @@ START_TIMEOUT_SECONDS = 90.0
 POLL_SECONDS = 0.1
 STOP_TIMEOUT_SECONDS = 10.0
 REDIS_BINARY = "redis-server"
+SERVING_LOG_LINE = ":serving "  # service.checkpoints logs it once a worker is ready
 
 
 def free_port() -> int:
@@ -97,12 +98,16 @@ class RedisProcess:
 
 
 class ServiceProcess:
-    """``python -m uvicorn --factory service.main:create_app`` with ``TAL_*`` settings in env."""
+    """``python -m uvicorn --factory service.main:create_app`` with ``TAL_*`` settings in env;
+    with ``workers`` > 1, ``python -m tal.cli serve --workers N`` (uvicorn's supervisor)."""
 
-    def __init__(self, folder: Path, settings: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, settings: dict[str, str], port: int | None = None, workers: int = 1
+    ) -> None:
         self.folder = folder
         self.settings = settings
         self.port = port or free_port()
+        self.workers = workers
         self.process: subprocess.Popen | None = None
 
     @property
@@ -121,6 +126,11 @@ class ServiceProcess:
             sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory",
             "--host", LOCALHOST, "--port", str(self.port), "--log-level", "warning",
         ]  # fmt: skip
+        if self.workers > 1:
+            command = [
+                sys.executable, "-m", "tal.cli", "serve", "--host", LOCALHOST,
+                "--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning",
+            ]  # fmt: skip
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         return self
@@ -134,15 +144,17 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> ServiceProcess:
-        """Polls ``/readyz`` until 200."""
+        """Polls ``/readyz`` until 200 and, with several workers sharing the port (any one of
+        them answers), until each has logged that it serves."""
         self.wait_listening(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == httpx.codes.OK:
-                    return self
+                ready = httpx.get(f"{self.url}/readyz", timeout=5).status_code == httpx.codes.OK
             except httpx.TransportError:
-                pass
+                ready = False
+            if ready and self.log_path.read_text().count(SERVING_LOG_LINE) >= self.workers:
+                return self
             time.sleep(POLL_SECONDS)
         raise TimeoutError(f"{self.url} not ready; log:\n{self.log_path.read_text()[-4000:]}")
 
@@ -150,6 +162,15 @@ class ServiceProcess:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def send_signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit status (negative: killed by that signal); TimeoutExpired when still alive."""
+        assert self.process is not None
+        return self.process.wait(timeout)
 
     def stop(self) -> None:
         _stop(self.process)

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from service.core.config import Settings
-from service.core.security import check_admin_key, check_api_key, presented_key
+from service.core.identity import Caller
+from service.core.security import caller_of, check_admin_key, check_api_key, presented_key
 from service.state import ServiceState
 
 
@@ -45,3 +46,15 @@ def admin_key(
 
 ApiKeyDep = Depends(api_key)
 AdminKeyDep = Depends(admin_key)
+
+
+def caller(
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Caller:
+    """The owner the request's key stands for (checked as ``api_key`` does)."""
+    return caller_of(settings, presented_key(authorization, x_api_key))
+
+
+CallerDep = Annotated[Caller, Depends(caller)]

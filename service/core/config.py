@@ -11,9 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.core.identity import parse_key_entry
 from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
 
 SETTINGS_FILE_ENV = "TAL_SETTINGS_FILE"
@@ -42,6 +43,10 @@ DEFAULT_REDIS_POOL_SIZE = 16
 DEFAULT_LOG_INTERVAL_SECONDS = 30.0
 DEFAULT_MAX_QUEUED_MISSES = 8  # misses waiting for a slot; one more gets 503 + Retry-After at once
 DEFAULT_MAX_CONCURRENT_PREDICTIONS = 1
+# a registration with 300 support images is ~1.2 MB in Redis: 100 per owner stay near 120 MB
+DEFAULT_MAX_TASKS_PER_OWNER = 100
+DEFAULT_DRAIN_GRACE_SECONDS = 30.0
+MAX_TASK_TTL_SECONDS = 2**31 - 1  # Redis takes milliseconds; the Lua scripts compute in doubles
 
 
 def _split_keys(value: object) -> object:
@@ -79,10 +84,14 @@ class Settings(BaseSettings):
     memory_cache_bytes: int = Field(DEFAULT_MEMORY_CACHE_BYTES, ge=0, description="LRU capacity")
 
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="comma-separated; empty = no authentication"
+        default_factory=list,
+        description="comma-separated, each 'key' or 'name:key' (the name is the owner of the "
+        "tasks it registers); empty = no authentication",
     )
     admin_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="comma-separated keys for /v1/models/reload"
+        default_factory=list,
+        description="comma-separated, as api_keys; for /v1/models/reload and to replace or "
+        "delete any owner's task",
     )
 
     max_params: int = Field(DEFAULT_MAX_PARAMS, ge=1, description="largest spec served (413)")
@@ -130,10 +139,60 @@ class Settings(BaseSettings):
         DEFAULT_LOG_INTERVAL_SECONDS, ge=0, description="at most one log line per error kind"
     )
 
+    max_tasks_per_owner: int = Field(
+        DEFAULT_MAX_TASKS_PER_OWNER,
+        ge=0,
+        description="registered tasks one owner (API key) may hold at once; past it POST "
+        "/v1/tasks answers 409 (0 = no limit)",
+    )
+    task_ttl_seconds: int = Field(
+        0,
+        ge=0,
+        le=MAX_TASK_TTL_SECONDS,
+        description="lifetime of a registration that names no ttl_seconds (0 = none)",
+    )
+    max_task_ttl_seconds: int = Field(
+        0,
+        ge=0,
+        le=MAX_TASK_TTL_SECONDS,
+        description="largest ttl_seconds a registration may ask for (0 = no bound); when set, "
+        "every registration expires and task_ttl_seconds must be 1 to this",
+    )
+    drain_delay_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="after SIGTERM, keep the listener open this long with /readyz at 503 (for "
+        "load balancers that follow readiness), then stop accepting",
+    )
+    drain_grace_seconds: float = Field(
+        DEFAULT_DRAIN_GRACE_SECONDS,
+        ge=0,
+        description="after the listener closes, let requests in flight finish this long, "
+        "then cancel them and exit",
+    )
+
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _parse_keys(cls, value: object) -> object:
         return _split_keys(value)
+
+    @field_validator("api_keys", "admin_keys")
+    @classmethod
+    def _check_key_names(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_key_entry(entry)  # a reserved or malformed name raises ValueError
+        return value
+
+    @model_validator(mode="after")
+    def _check_task_ttl(self) -> Settings:
+        bound = self.max_task_ttl_seconds
+        if bound and not 1 <= self.task_ttl_seconds <= bound:
+            raise ValueError(
+                f"task_ttl_seconds ({self.task_ttl_seconds}) must be between 1 and "
+                f"max_task_ttl_seconds ({bound}) when max_task_ttl_seconds is set: set "
+                "TAL_TASK_TTL_SECONDS too"
+            )
+        return self
 
     @property
     def auth_enabled(self) -> bool:

@@ -6,6 +6,7 @@ import hmac
 
 from service.core.config import Settings
 from service.core.errors import Forbidden, Unauthorized
+from service.core.identity import ANONYMOUS, Caller, identify, parse_key_entry
 
 BEARER_PREFIX = "bearer "
 API_KEY_HEADER = "x-api-key"
@@ -25,21 +26,29 @@ def key_matches(key: str, allowed: list[str]) -> bool:
     given = key.encode()
     found = False
     for candidate in allowed:
-        found |= hmac.compare_digest(given, candidate.encode())
+        found |= hmac.compare_digest(given, parse_key_entry(candidate).secret.encode())
     return found
 
 
-def check_api_key(settings: Settings, key: str | None) -> None:
-    """Any API key or admin key passes; nothing is checked when no keys are configured."""
+def caller_of(settings: Settings, key: str | None) -> Caller:
+    """The owner ``key`` stands for (``service.core.identity``); any API key or admin key
+    passes. Without keys configured every caller is the anonymous admin."""
     if not settings.auth_enabled:
-        return
+        return ANONYMOUS
     if not key:
         raise Unauthorized(
             "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             {"WWW-Authenticate": "Bearer"},
         )
-    if not key_matches(key, [*settings.api_keys, *settings.admin_keys]):
+    caller = identify(key, settings.api_keys, settings.admin_keys)
+    if caller is None:
         raise Forbidden("API key not accepted")
+    return caller
+
+
+def check_api_key(settings: Settings, key: str | None) -> None:
+    """Any API key or admin key passes; nothing is checked when no keys are configured."""
+    caller_of(settings, key)
 
 
 def check_admin_key(settings: Settings, key: str | None) -> None:

@@ -10,6 +10,7 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 APP = "service.main:create_app"
 SETTINGS_FILE_ENV = "TAL_SETTINGS_FILE"
@@ -33,16 +34,39 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="tal-metrics-"))
         cpus = os.cpu_count() or 1
         os.environ.setdefault(TORCH_THREADS_ENV, str(max(1, cpus // args.workers)))
-    uvicorn.run(
-        APP,
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=args.graceful_seconds,
-    )
+    options = {
+        "factory": True,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "log_level": args.log_level,
+        "timeout_graceful_shutdown": args.graceful_seconds,
+    }
+    if args.workers > 1:
+        _supervise(uvicorn.Config(APP, **options))
+    else:
+        uvicorn.run(APP, **options)
     return 0
+
+
+def _supervise(config: Any) -> None:
+    """Runs uvicorn's multi-process supervisor as ``uvicorn.run`` does, except that on SIGTERM
+    it closes its own copy of the shared listening socket before it signals the workers.
+
+    Otherwise, once every worker has drained and stopped accepting, the supervisor's copy keeps
+    the socket listening: new connections wait in a backlog nobody reads (a client hangs, then
+    is reset) instead of being refused at once, which clients and load balancers retry
+    elsewhere.
+    """
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def terminate_all(self) -> None:  # called once, when the supervisor stops
+            for sock in self.sockets:
+                sock.close()
+            super().terminate_all()
+
+    Supervisor(config, sockets=[config.bind_socket()]).run()
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -53,5 +77,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--config", type=Path, default=None, help="settings file (KEY=value)")
     serve.add_argument("--store", type=Path, default=None, help="model store folder")
     serve.add_argument("--log-level", default="info")
-    serve.add_argument("--graceful-seconds", type=int, default=30)
+    serve.add_argument(
+        "--graceful-seconds",
+        type=float,
+        default=None,
+        help="after SIGTERM, let requests in flight finish this long (default: the service "
+        "setting TAL_DRAIN_GRACE_SECONDS)",
+    )
     serve.set_defaults(func=_cmd_serve)

@@ -75,7 +75,8 @@ def test_stack_services() -> None:
 def test_redis_is_a_bounded_lru_cache_without_persistence() -> None:
     command = rendered([COMPOSE])["services"]["redis"]["command"]
     settings = dict(zip(command[1::2], command[2::2], strict=True))
-    assert settings["--maxmemory-policy"] == "allkeys-lru"
+    # registered tasks without a TTL are state: only keys with a TTL may be evicted
+    assert settings["--maxmemory-policy"] == "volatile-lru"
     assert settings["--maxmemory"]
     assert settings["--save"] == "" and settings["--appendonly"] == "no"
 

@@ -160,6 +160,30 @@ def test_worker_pod_is_hardened_and_probed(overlay: str) -> None:
         assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "tal-api-keys"
 
 
+SHUTDOWN_MARGIN_SECONDS = 5  # after the grace period: pending Redis writes, closing Redis
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_termination_leaves_the_drain_its_time(overlay: str) -> None:
+    """preStop sleep + drain delay + grace period + margin fit before the kubelet's SIGKILL,
+    and the readiness probe (which sees 503 from SIGTERM on) never overlaps itself."""
+    pod = worker(overlay)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    [settings] = [
+        r
+        for r in by_kind(rendered(overlay), "ConfigMap")
+        if r["metadata"]["name"].startswith("tal-worker-settings")
+    ]
+    delay = float(settings["data"]["TAL_DRAIN_DELAY_SECONDS"])
+    grace = float(settings["data"]["TAL_DRAIN_GRACE_SECONDS"])
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    budget = pod["terminationGracePeriodSeconds"]
+    assert pre_stop + delay + grace + SHUTDOWN_MARGIN_SECONDS <= budget
+    readiness = container["readinessProbe"]
+    assert readiness["httpGet"]["path"] == "/readyz"
+    assert readiness["timeoutSeconds"] < readiness["periodSeconds"]
+
+
 def test_service_monitor_scrapes_the_worker_service() -> None:
     resources = rendered("gpu")
     [service] = [r for r in by_kind(resources, "Service") if r["metadata"]["name"] == "tal-worker"]
@@ -175,7 +199,8 @@ def test_redis_is_an_lru_cache_without_persistence() -> None:
     resources = rendered("gpu")
     [config] = [r for r in by_kind(resources, "ConfigMap") if "redis" in r["metadata"]["name"]]
     conf = config["data"]["redis.conf"]
-    assert "maxmemory-policy allkeys-lru" in conf and 'save ""' in conf
+    # registered tasks without a TTL are state: only keys with a TTL may be evicted
+    assert "maxmemory-policy volatile-lru" in conf and 'save ""' in conf
     assert "appendonly no" in conf
     [redis] = by_kind(resources, "StatefulSet")
     assert redis["spec"]["replicas"] == 1

@@ -10,7 +10,7 @@ import zipfile
 
 import httpx
 import numpy as np
-from svc_support import TASK, TINY_VIT
+from svc_support import ADMIN_KEY, TASK, TINY_VIT
 
 from tal.blobs import io
 
@@ -47,8 +47,11 @@ def test_register_vector_seen_by_other_replica(a: httpx.Client, b: httpx.Client)
     created = a.post("/v1/tasks", json={"name": "vec-task", "embedding": vector})
     assert created.status_code == 201, created.text
     assert created.json()["shared"] is True
-    names = {row["name"] for row in b.get("/v1/tasks").json()["tasks"]}
-    assert "vec-task" in names
+    # B has keys: a user key lists its own tasks only, the admin key every owner's
+    admin = {"X-API-Key": ADMIN_KEY}
+    rows = {row["name"]: row for row in b.get("/v1/tasks", headers=admin).json()["tasks"]}
+    assert rows["vec-task"]["owner"] == "anonymous"  # A has no keys
+    assert "vec-task" not in {row["name"] for row in b.get("/v1/tasks").json()["tasks"]}
     on_b = b.post("/v1/initialize", json={"arch": TINY_VIT, "task": "vec-task"})
     assert on_b.status_code == 200, on_b.text
     assert json.loads(io.read_metadata(on_b.content)["tal.task"]) == "vec-task"
@@ -110,3 +113,16 @@ def test_zip_bomb_and_big_upload(a: httpx.Client) -> None:
     assert len(bomb.getvalue()) < 2_000_000
     assert upload(a, "bomb", bomb.getvalue()).status_code == 413
     assert upload(a, "big", b"\0" * 3_000_000).status_code == 413
+
+
+def test_without_keys_everyone_replaces_and_deletes(a: httpx.Client) -> None:
+    first = a.post("/v1/tasks", json={"name": "anon-task", "embedding": [0.25] * TASK_DIM})
+    assert first.status_code == 201 and first.json()["owner"] == "anonymous"
+    assert first.json()["expires_at"] is None  # no TTL by default
+    again = a.post("/v1/tasks", json={"name": "anon-task", "embedding": [0.5] * TASK_DIM})
+    assert again.status_code == 201
+    row = next(r for r in a.get("/v1/tasks").json()["tasks"] if r["name"] == "anon-task")
+    assert row["owner"] == "anonymous" and row["hash"] == again.json()["hash"]
+    assert a.delete("/v1/tasks/anon-task").status_code == 204
+    assert a.post("/v1/initialize", json={"arch": TINY_VIT, "task": "anon-task"}).status_code == 404
+    assert a.delete(f"/v1/tasks/{TASK}").status_code == 409

@@ -19,8 +19,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="the checkpoint is loaded and warm",
-    responses={503: {"description": "not ready yet (Retry-After)"}},
+    summary="the checkpoint is loaded and warm, and the worker is not draining",
+    responses={503: {"description": "loading, failed or draining (Retry-After)"}},
 )
 async def readyz(state: StateDep) -> JSONResponse:
     is_ready, body = readiness(state)
@@ -32,6 +32,8 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 def readiness(state: ServiceState) -> tuple[bool, dict[str, str]]:
     """Whether the worker serves requests, and the body ``/readyz`` answers with."""
+    if state.drain.draining:
+        return False, {"status": "draining", "detail": state.drain.detail()}
     models = state.models
     if models.current is None:
         status = "loading" if models.load_error is None else "failed"

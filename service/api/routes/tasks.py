@@ -1,24 +1,38 @@
-"""``GET /v1/tasks`` and ``POST /v1/tasks`` (register a task from images or a vector).
+"""``GET /v1/tasks``, ``POST /v1/tasks`` (register a task from images or a vector) and
+``DELETE /v1/tasks/{name}``.
 
 A task registered from labelled images is embedded from at most ``task_support_images`` of
 them, balanced over classes, and keeps those images so that ``POST /v1/initialize`` can fit a
 classifier head to them (``head``: ``auto`` or ``discriminant``).
+
+A registered task belongs to the owner of the key that registered it: only that key's owner or
+an admin key replaces or deletes it, and listing shows a key its own tasks (an admin every
+owner's). Registrations may expire (``ttl_seconds``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service.api.deps import ApiKeyDep, StateDep
+from service.api.deps import ApiKeyDep, CallerDep, StateDep
+from service.core.config import MAX_TASK_TTL_SECONDS, Settings
 from service.core.errors import Conflict, InvalidInput
-from service.schemas import TASK_NAME_PATTERN, ErrorBody, TaskList, TaskRegistered, TaskVector
+from service.schemas import (
+    TASK_NAME_PATTERN,
+    TTL_DESCRIPTION,
+    ErrorBody,
+    TaskList,
+    TaskRegistered,
+    TaskVector,
+)
+from service.task_registry import timestamp
 from service.uploads import task_data_from_npz
 from tal.checkpoints.ancestry import NoAncestryError
 from tal.heads.support import missing_classes, task_support
@@ -26,7 +40,8 @@ from tal.tasks import TaskData
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"], dependencies=[ApiKeyDep])
 MULTIPART = "multipart/form-data"
-MAX_FORM_FIELDS = 4
+MAX_FORM_FIELDS = 4  # name, file, ttl_seconds and one spare
+TTL_FIELD = "ttl_seconds"
 MAX_FORM_FILES = 1
 MIN_HEAD_CLASSES = 2  # a discriminant head separates at least two classes
 NAMED_MISSING_CLASSES = 10  # a note names at most this many classes without an image
@@ -37,6 +52,12 @@ UPLOAD_SCHEMA: dict[str, Any] = {
     "properties": {
         "name": {"type": "string", "pattern": TASK_NAME_PATTERN},
         "file": {"type": "string", "format": "binary", "description": ".npz: images, labels"},
+        TTL_FIELD: {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_TASK_TTL_SECONDS,
+            "description": TTL_DESCRIPTION,
+        },
     },
 }
 REQUEST_BODY = {
@@ -51,9 +72,11 @@ REQUEST_BODY = {
 
 
 @router.get("", response_model=TaskList, summary="tasks the serving checkpoint can use")
-async def list_tasks(state: StateDep) -> TaskList:
+async def list_tasks(state: StateDep, caller: CallerDep) -> TaskList:
+    """The checkpoint's tasks and the registered tasks of the caller's key (an admin key: every
+    owner's; without keys configured: all)."""
     learngene = state.models.require().learngene
-    rows = await state.tasks.list(learngene)
+    rows = await state.tasks.list(learngene, caller)
     return TaskList.model_validate(
         {
             "model_version": learngene.model_version,
@@ -74,6 +97,7 @@ class Registration:
     classes: int
     support: TaskData | None
     note: str | None
+    ttl_seconds: int  # 0: never expires
 
 
 def _head_support(support: TaskData) -> tuple[TaskData | None, str | None]:
@@ -102,6 +126,7 @@ async def _from_upload(request: Request, state: StateDep) -> Registration:
     if not isinstance(upload, UploadFile):
         raise InvalidInput("file: a .npz file with arrays 'images' and 'labels' is required")
     _check_name(name)
+    ttl = registration_ttl(_form_ttl(form.get(TTL_FIELD)), settings)
     if learngene.ancestry is None:
         raise Conflict(
             f"checkpoint {learngene.model_version} has no ancestry model, so it cannot embed a "
@@ -125,7 +150,30 @@ async def _from_upload(request: Request, state: StateDep) -> Registration:
     except (ValueError, RuntimeError) as exc:  # images the ancestry model cannot take
         raise InvalidInput(f"file: cannot embed these images ({exc})") from exc
     head_support, note = _head_support(support)
-    return Registration(name, embedding, task.num_classes, head_support, note)
+    return Registration(name, embedding, task.num_classes, head_support, note, ttl)
+
+
+def _form_ttl(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise InvalidInput(f"{TTL_FIELD}: a whole number of seconds (0 or more) is required")
+
+
+def registration_ttl(requested: int | None, settings: Settings) -> int:
+    """The TTL a registration gets (0 = none): the request's, bounded, or the default."""
+    if requested is None:
+        return settings.task_ttl_seconds
+    if requested > MAX_TASK_TTL_SECONDS:
+        raise InvalidInput(f"{TTL_FIELD}: at most {MAX_TASK_TTL_SECONDS}, got {requested}")
+    bound = settings.max_task_ttl_seconds
+    if bound and not 1 <= requested <= bound:
+        raise InvalidInput(
+            f"{TTL_FIELD}: must be 1 to {bound} on this server (TAL_MAX_TASK_TTL_SECONDS), got "
+            f"{requested}; leave it out for the default of {settings.task_ttl_seconds}"
+        )
+    return requested
 
 
 def _check_name(name: str) -> None:
@@ -135,7 +183,7 @@ def _check_name(name: str) -> None:
         raise InvalidInput(f"name: must match {TASK_NAME_PATTERN}") from exc
 
 
-async def _from_json(request: Request) -> Registration:
+async def _from_json(request: Request, settings: Settings) -> Registration:
     body = await request.body()
     try:
         vector = TaskVector.model_validate_json(body)
@@ -145,7 +193,8 @@ async def _from_json(request: Request) -> Registration:
         )
         raise InvalidInput(details) from exc
     embedding = torch.tensor(vector.embedding, dtype=torch.float32)
-    return Registration(vector.name, embedding, 0, None, None)
+    ttl = registration_ttl(vector.ttl_seconds, settings)
+    return Registration(vector.name, embedding, 0, None, None, ttl)
 
 
 @router.post(
@@ -156,24 +205,51 @@ async def _from_json(request: Request) -> Registration:
     openapi_extra=REQUEST_BODY,
     responses={status: {"model": ErrorBody} for status in (401, 403, 409, 413, 415, 422, 503)},
 )
-async def register_task(request: Request, state: StateDep) -> TaskRegistered:
-    """JSON ``{"name", "embedding"}`` (``task_dim`` floats) or a multipart form with ``name``
-    and ``file`` (an ``.npz`` holding ``images`` ``(N, H, W[, C])`` and ``labels`` ``(N,)``)."""
+async def register_task(request: Request, state: StateDep, caller: CallerDep) -> TaskRegistered:
+    """JSON ``{"name", "embedding"[, "ttl_seconds"]}`` (``task_dim`` floats) or a multipart
+    form with ``name``, ``file`` (an ``.npz`` holding ``images`` ``(N, H, W[, C])`` and
+    ``labels`` ``(N,)``) and optionally ``ttl_seconds``.
+
+    The task belongs to the caller's key; replacing another owner's task needs an admin key
+    (403), and past ``TAL_MAX_TASKS_PER_OWNER`` tasks a new name is refused (409)."""
     loaded = state.models.require()
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(MULTIPART):
         task = await _from_upload(request, state)
     else:
-        task = await _from_json(request)
-    task_hash, shared = await state.tasks.register(
-        task.name, task.embedding, loaded.learngene, task.support
+        task = await _from_json(request, state.settings)
+    registered = await state.tasks.register(
+        task.name, task.embedding, loaded.learngene, task.support, caller, task.ttl_seconds
     )
+    record = registered.record
     return TaskRegistered(
         name=task.name,
-        hash=task_hash,
-        shared=shared,
+        hash=registered.hash,
+        shared=registered.shared,
         model_version=loaded.model_version,
         support_images=0 if task.support is None else len(task.support.labels),
         classes=task.classes or None,
         note=task.note,
+        owner=record.owner,
+        expires_at=timestamp(record.expires),
     )
+
+
+@router.delete(
+    "/{name}",
+    status_code=204,
+    response_class=Response,
+    summary="delete a registered task (its owner's key or an admin key)",
+    responses={status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422, 503)},
+)
+async def delete_task(
+    state: StateDep,
+    caller: CallerDep,
+    name: Annotated[str, Path(pattern=TASK_NAME_PATTERN, description="task name")],
+) -> Response:
+    """Removes the task's embedding, images and reference on every replica: 404 unknown, 403
+    another owner's (unless an admin key), 409 one of the checkpoint's tasks, 503 when Redis
+    cannot be reached."""
+    learngene = state.models.require().learngene
+    await state.tasks.delete(name, learngene, caller)
+    return Response(status_code=204)
