@@ -248,7 +248,7 @@ class RedisTaskStore:
             task.reference or b"",
             task.images or b"",
         )
-        ok, reply = await self.tier._run("set", self._register(keys=keys, args=args))
+        ok, reply = await self.tier.run("set", self._register(keys=keys, args=args))
         if not ok or not reply:
             return False, None
         outcome, detail = reply[0], reply[1].decode()
@@ -266,7 +266,7 @@ class RedisTaskStore:
         """``(True, None)``: Redis answered and has no such task."""
         if not self.tier.available:
             return False, None
-        ok, values = await self.tier._run(
+        ok, values = await self.tier.run(
             "get", self.tier.client.hmget(self.task_key(model, name), RECORD_FIELDS)
         )
         if not ok:
@@ -294,7 +294,7 @@ class RedisTaskStore:
         """The support blob of a task (a few MB); None when absent or unreadable."""
         if not self.tier.available:
             return None
-        ok, value = await self.tier._run(
+        ok, value = await self.tier.run(
             "get", self.tier.client.hget(self.task_key(model, name), SUPPORT)
         )
         return bytes(value) if ok and value else None
@@ -307,7 +307,7 @@ class RedisTaskStore:
         await self.migrate_one(model, name)
         keys = [self.task_key(model, name), self._key(INDEX_KIND, model)]
         args = (self._owner_prefix(model), name, caller.owner, int(caller.admin))
-        ok, reply = await self.tier._run("delete", self._delete(keys=keys, args=args))
+        ok, reply = await self.tier.run("delete", self._delete(keys=keys, args=args))
         if not ok or not reply:
             return False
         if reply[0] == MISSING:
@@ -323,26 +323,26 @@ class RedisTaskStore:
             return False, []
         await self.migrate(model)
         index = self._key(INDEX_KIND, model) if owner is None else self._owner_prefix(model) + owner
-        ok, names = await self.tier._run("get", self.tier.client.zrange(index, 0, -1))
+        ok, names = await self.tier.run("get", self.tier.client.zrange(index, 0, -1))
         if not ok:
             return False, []
         names = [n.decode() for n in names or []]
         async with self.tier.client.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hmget(self.task_key(model, name), RECORD_FIELDS)
-            ok, rows = await self.tier._run("get", pipe.execute())
+            ok, rows = await self.tier.run("get", pipe.execute())
         if not ok:
             return False, []
         records = [self._record(name, values) for name, values in zip(names, rows, strict=True)]
         gone = [name for name, record in zip(names, records, strict=True) if record is None]
         if gone:
-            await self.tier._run("delete", self.tier.client.zrem(index, *gone))
+            await self.tier.run("delete", self.tier.client.zrem(index, *gone))
         return True, [r for r in records if r is not None and (owner is None or r.owner == owner)]
 
     async def migrate_one(self, model: str, name: str) -> bool:
         """Moves ``name`` from the old layout, if it is there; True when it was moved."""
         legacy = self._legacy_keys(model)
-        ok, present = await self.tier._run("get", self.tier.client.hexists(legacy[0], name))
+        ok, present = await self.tier.run("get", self.tier.client.hexists(legacy[0], name))
         if not ok or not present:
             return False
         keys = [
@@ -351,12 +351,12 @@ class RedisTaskStore:
             self._key(INDEX_KIND, model),
             self._owner_prefix(model) + LEGACY_OWNER,
         ]
-        ok, moved = await self.tier._run("set", self._migrate(keys=keys, args=(name, LEGACY_OWNER)))
+        ok, moved = await self.tier.run("set", self._migrate(keys=keys, args=(name, LEGACY_OWNER)))
         return bool(ok and moved)
 
     async def migrate(self, model: str) -> None:
         """Moves every task of the old layout (none after the first call, one ``HKEYS``)."""
-        ok, names = await self.tier._run("get", self.tier.client.hkeys(self._legacy_keys(model)[0]))
+        ok, names = await self.tier.run("get", self.tier.client.hkeys(self._legacy_keys(model)[0]))
         if not ok or not names:
             return
         for name in names:

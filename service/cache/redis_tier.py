@@ -3,12 +3,10 @@ miss, and Redis is skipped for ``retry_seconds`` before being tried again, so a 
 Redis costs at most one timeout per interval and the tier comes back by itself.
 
 Layout (``<p>`` = prefix): ``<p>:blob.v2:<key>`` = ETag (``ETAG_BYTES`` ASCII) + blob, only
-for blobs up to ``max_value_bytes``; ``<p>:etag.v2:<key>`` = ETag (every blob, tiny);
-``<p>:tasks:<model name>`` = hash of task name -> float32 embedding bytes;
-``<p>:support-ref:<model name>`` = task name -> the reference of the labelled images it was
-registered with (tiny) and ``<p>:support:<model name>`` = task name -> those images (a
-safetensors blob of a few MB, read only to fit a head), written with the embedding in one
-transaction.
+for blobs up to ``max_value_bytes``; ``<p>:etag.v2:<key>`` = ETag (every blob, tiny).
+Registered tasks have their own layout (``service.task_store``), which runs its commands through
+:meth:`RedisTier.run`; ``TASKS_KIND``, ``SUPPORT_REF_KIND`` and ``SUPPORT_KIND`` name the hashes
+of the layout before it, which the task store migrates from.
 """
 
 from __future__ import annotations
@@ -74,7 +72,7 @@ class RedisTier:
     def available(self) -> bool:
         return time.monotonic() >= self._down_until
 
-    async def _run(self, operation: str, call: Awaitable[T]) -> tuple[bool, T | None]:
+    async def run(self, operation: str, call: Awaitable[T]) -> tuple[bool, T | None]:
         """Runs one command; ``(False, None)`` on any failure (counted and logged)."""
         try:
             return True, await asyncio.wait_for(call, self.deadline)
@@ -92,7 +90,7 @@ class RedisTier:
         if not self.available:
             CACHE_REQUESTS.labels(TIER, "error").inc()
             return None
-        ok, value = await self._run("get", self.client.get(self._key(BLOB_KIND, key)))
+        ok, value = await self.run("get", self.client.get(self._key(BLOB_KIND, key)))
         if not ok:
             CACHE_REQUESTS.labels(TIER, "error").inc()
             return None
@@ -106,7 +104,7 @@ class RedisTier:
     async def etag(self, key: str) -> str | None:
         if not self.available:
             return None
-        ok, value = await self._run("get", self.client.get(self._key(ETAG_KIND, key)))
+        ok, value = await self.run("get", self.client.get(self._key(ETAG_KIND, key)))
         return value.decode("ascii") if ok and value else None
 
     async def put(self, key: str, entry: CacheEntry) -> None:
@@ -118,68 +116,15 @@ class RedisTier:
             if len(entry.blob) <= self.max_value_bytes:
                 value = b"".join((entry.etag.encode("ascii").ljust(ETAG_BYTES), entry.blob))
                 pipe.set(self._key(BLOB_KIND, key), value, ex=self.ttl)
-            await self._run("set", pipe.execute())
+            await self.run("set", pipe.execute())
 
     async def delete(self, key: str) -> None:
-        await self._run(
+        await self.run(
             "delete", self.client.unlink(self._key(BLOB_KIND, key), self._key(ETAG_KIND, key))
         )
 
-    async def get_tasks(self, model_name: str) -> dict[str, bytes] | None:
-        """All registered tasks of ``model_name``; None when Redis cannot answer."""
-        if not self.available:
-            return None
-        ok, value = await self._run("get", self.client.hgetall(self._key(TASKS_KIND, model_name)))
-        if not ok:
-            return None
-        return {k.decode(): bytes(v) for k, v in (value or {}).items()}
-
-    async def get_task(self, model_name: str, task: str) -> tuple[bytes | None, bytes | None]:
-        """``(embedding, support reference)`` of a registered task, read together (either None
-        when absent); ``(None, None)`` when Redis cannot answer."""
-        if not self.available:
-            return None, None
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hget(self._key(TASKS_KIND, model_name), task)
-            pipe.hget(self._key(SUPPORT_REF_KIND, model_name), task)
-            ok, values = await self._run("get", pipe.execute())
-        if not ok or not values:
-            return None, None
-        embedding, reference = values
-        return (bytes(embedding) if embedding else None), (bytes(reference) if reference else None)
-
-    async def get_support(self, model_name: str, task: str) -> bytes | None:
-        """The support blob of a registered task (a few MB at most); None when absent."""
-        if not self.available:
-            return None
-        ok, value = await self._run(
-            "get", self.client.hget(self._key(SUPPORT_KIND, model_name), task)
-        )
-        return bytes(value) if ok and value else None
-
-    async def put_task(
-        self,
-        model_name: str,
-        task: str,
-        embedding: bytes,
-        support: tuple[bytes, bytes] | None = None,
-    ) -> bool:
-        """Stores a task's embedding and its ``(reference, blob)`` support in one transaction;
-        without support, removes any the task had, so no replica fits a head to old images."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key(TASKS_KIND, model_name), task, embedding)
-            if support is None:
-                pipe.hdel(self._key(SUPPORT_REF_KIND, model_name), task)
-                pipe.hdel(self._key(SUPPORT_KIND, model_name), task)
-            else:
-                reference, blob = support
-                pipe.hset(self._key(SUPPORT_REF_KIND, model_name), task, reference)
-                pipe.hset(self._key(SUPPORT_KIND, model_name), task, blob)
-            ok, _ = await self._run("set", pipe.execute())
-        return ok
-
     async def ping(self) -> bool:
-        ok, _ = await self._run("get", self.client.ping())
+        ok, _ = await self.run("get", self.client.ping())
         return ok
 
     async def close(self) -> None:

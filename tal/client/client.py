@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import torch
 
@@ -263,17 +264,28 @@ class TALClient:
         return self._json("GET", "/v1/tasks")
 
     def register_task(
-        self, name: str, embedding: list[float] | None = None, data: str | Path | None = None
+        self,
+        name: str,
+        embedding: list[float] | None = None,
+        data: str | Path | None = None,
+        ttl_seconds: int | None = None,
     ) -> dict[str, Any]:
         """From an embedding vector, or from a file of labelled examples (``data``: an
-        ``.npz`` with ``images`` and ``labels``)."""
+        ``.npz`` with ``images`` and ``labels``); ``ttl_seconds`` makes the registration
+        expire (None: the server's default)."""
         if (embedding is None) == (data is None):
             raise ValueError("give exactly one of embedding or data")
+        ttl = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
         if embedding is not None:
-            return self._json("POST", "/v1/tasks", {"name": name, "embedding": embedding})
-        body, content_type = _multipart({"name": name}, "file", Path(data))  # type: ignore[arg-type]
+            return self._json("POST", "/v1/tasks", {"name": name, "embedding": embedding, **ttl})
+        fields = {"name": name, **{k: str(v) for k, v in ttl.items()}}
+        body, content_type = _multipart(fields, "file", Path(data))  # type: ignore[arg-type]
         response = self._send("POST", "/v1/tasks", body, {"Content-Type": content_type})
         return json.loads(bytes(response.data))
+
+    def delete_task(self, name: str) -> None:
+        """Deletes a registered task (its owner's key or an admin key)."""
+        self._send("DELETE", f"/v1/tasks/{quote(name, safe='')}")
 
     def models(self) -> dict[str, Any]:
         return self._json("GET", "/v1/models")
@@ -327,9 +339,16 @@ class AsyncTALClient:
         return await self._call(self.sync.tasks)
 
     async def register_task(
-        self, name: str, embedding: list[float] | None = None, data: str | Path | None = None
+        self,
+        name: str,
+        embedding: list[float] | None = None,
+        data: str | Path | None = None,
+        ttl_seconds: int | None = None,
     ) -> dict[str, Any]:
-        return await self._call(self.sync.register_task, name, embedding, data)
+        return await self._call(self.sync.register_task, name, embedding, data, ttl_seconds)
+
+    async def delete_task(self, name: str) -> None:
+        await self._call(self.sync.delete_task, name)
 
     async def models(self) -> dict[str, Any]:
         return await self._call(self.sync.models)

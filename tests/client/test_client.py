@@ -91,7 +91,22 @@ def test_register_task_from_both_faces(server, tmp_path: Path) -> None:
     with TALClient(server.url) as client:  # a registered task's head is fitted to its images
         arch = {**VIT, "num_classes": 3}
         _, metadata = client.state_dict(arch, task="sync-images", format="timm")
+        expiring = client.register_task("sync-expiring", embedding=[0.1] * width, ttl_seconds=60)
+        client.delete_task("sync-vector")
+        with pytest.raises(TALError) as gone:
+            client.delete_task("sync-vector")
     assert metadata["tal.head"] == "discriminant" and "tal.input_norm" in metadata
+    assert expiring["expires_at"] is not None
+    assert gone.value.status == 404
+    asyncio.run(_async_delete(server.url, "async-vector"))
+    with TALClient(server.url) as client:
+        names = {row["name"] for row in client.tasks()["tasks"]}
+    assert "async-vector" not in names and "sync-vector" not in names
+
+
+async def _async_delete(url: str, name: str) -> None:
+    async with AsyncTALClient(url) as client:
+        await client.delete_task(name)
 
 
 def test_async_face_reads_models_and_reloads(server) -> None:

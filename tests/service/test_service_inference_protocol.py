@@ -36,6 +36,8 @@ def test_server_and_model_metadata(a: httpx.Client) -> None:
 def test_model_ready_names_the_serving_version(a: httpx.Client, cluster) -> None:
     assert a.get(f"/v2/models/{MODEL}/ready").json() == {"ready": True}
     assert a.get(f"/v2/models/{MODEL}/versions/1/ready").status_code == 200
+    other = a.get(f"/v2/models/{MODEL}/versions/2/ready")  # in the store, not the one serving
+    assert (other.status_code, other.json()) == (400, {"ready": False})
     assert a.get("/v2/models/nope/ready").status_code == 404
     # model metadata and readiness need a key where keys are configured; health does not
     with httpx.Client(base_url=cluster.b.url, timeout=30) as anonymous:

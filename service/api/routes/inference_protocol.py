@@ -30,6 +30,11 @@ INPUTS = [
 ]
 OUTPUTS = [{"name": "weights", "datatype": "BYTES", "shape": [1]}]
 NOT_READY = {503: {"description": "not ready (Retry-After)"}}
+NOT_SERVING_STATUS = 400  # the protocol's "false" for a model: a 4xx, as Triton answers
+MODEL_NOT_READY = {
+    **NOT_READY,
+    NOT_SERVING_STATUS: {"description": "this model or version is not the one serving"},
+}
 
 
 @router.get("/health/live", summary="the process is alive (as /healthz)")
@@ -86,8 +91,13 @@ def _serving(state: StateDep, name: str, version: str | None) -> bool:
 
 
 def _ready_response(state: StateDep, is_ready: bool) -> JSONResponse:
+    """200 ``{"ready": true}``; when false, 503 + ``Retry-After`` while the worker itself is not
+    ready (as ``/readyz``), else the protocol's 4xx (a ready worker serving another model or
+    version: nothing to retry)."""
     if is_ready:
         return JSONResponse({"ready": True})
+    if readiness(state)[0]:
+        return JSONResponse({"ready": False}, status_code=NOT_SERVING_STATUS)
     retry = {"Retry-After": str(state.settings.retry_after_seconds)}
     return JSONResponse({"ready": False}, status_code=503, headers=retry)
 
@@ -106,7 +116,7 @@ async def model_version_metadata(name: str, version: str, state: StateDep) -> di
     "/models/{name}/ready",
     summary="the model is the one serving, and ready",
     dependencies=[ApiKeyDep],
-    responses=NOT_READY,
+    responses=MODEL_NOT_READY,
 )
 async def model_ready(name: str, state: StateDep) -> JSONResponse:
     _versions(state, name)
@@ -117,7 +127,7 @@ async def model_ready(name: str, state: StateDep) -> JSONResponse:
     "/models/{name}/versions/{version}/ready",
     summary="this version is the one serving, and ready",
     dependencies=[ApiKeyDep],
-    responses=NOT_READY,
+    responses=MODEL_NOT_READY,
 )
 async def model_version_ready(name: str, version: str, state: StateDep) -> JSONResponse:
     _metadata(state, name, version)
