@@ -53,6 +53,7 @@ class LoadedModel:
             "task_dim": self.learngene.hypernet.config.encoder.task_dim,
             "has_ancestry": self.learngene.ancestry is not None,
             "device": str(self.learngene.hypernet.device),
+            "torch_threads": torch.get_num_threads(),
             "loaded_at": self.loaded_at,
             "manifest": {k: manifest[k] for k in MANIFEST_SUMMARY_KEYS if k in manifest},
         }

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from service.api.main import api_router
 from service.core.config import Settings, get_settings
+from service.core.cpus import torch_threads
 from service.core.draining import DrainMiddleware
 from service.core.errors import install_handlers
 from service.core.metrics import mark_process_dead
@@ -21,19 +22,17 @@ from service.state import ServiceState
 from tal import __version__
 
 UPLOAD_PATHS = ("/v1/tasks",)
-TORCH_THREADS_ENV = "TAL_TORCH_THREADS"
 
 
-def _configure_torch() -> None:
-    threads = os.environ.get(TORCH_THREADS_ENV)
-    if threads:
-        torch.set_num_threads(int(threads))
+def _configure_torch(settings: Settings) -> None:
+    """Intra-op threads: ``TAL_TORCH_THREADS``, else this worker's share of the usable cores."""
+    torch.set_num_threads(torch_threads(settings.torch_threads, settings.workers))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A worker: loads the checkpoint in the background; ``/readyz`` is 503 until it is warm."""
     settings = settings or get_settings()
-    _configure_torch()
+    _configure_torch(settings)
     logging.basicConfig(level=logging.INFO)
 
     @asynccontextmanager

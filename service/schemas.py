@@ -138,6 +138,7 @@ class ModelSummary(BaseModel):
     task_dim: int
     has_ancestry: bool
     device: str
+    torch_threads: int = Field(description="intra-op threads of this worker")
     loaded_at: float
     manifest: dict[str, Any]
 

@@ -135,6 +135,13 @@ class Settings(BaseSettings):
         description="misses waiting for a prediction slot at most; one more is answered 503 "
         "at once, with Retry-After estimated from the queue ahead and recent prediction times",
     )
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="intra-op threads per worker; default: the usable cores (affinity and "
+        "cgroup CPU quota) divided by the workers",
+    )
+    workers: int = Field(1, ge=1, description="worker processes sharing the cores (tal serve)")
     log_interval_seconds: float = Field(
         DEFAULT_LOG_INTERVAL_SECONDS, ge=0, description="at most one log line per error kind"
     )

@@ -15,7 +15,7 @@ from typing import Any
 APP = "service.main:create_app"
 SETTINGS_FILE_ENV = "TAL_SETTINGS_FILE"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-TORCH_THREADS_ENV = "TAL_TORCH_THREADS"
+WORKERS_ENV = "TAL_WORKERS"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
@@ -32,8 +32,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         # Several processes: metrics go through files that /metrics merges.
         os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="tal-metrics-"))
-        cpus = os.cpu_count() or 1
-        os.environ.setdefault(TORCH_THREADS_ENV, str(max(1, cpus // args.workers)))
+    os.environ[WORKERS_ENV] = str(args.workers)  # each worker takes its share of the cores
     options = {
         "factory": True,
         "host": args.host,
