@@ -25,7 +25,7 @@ COPY tal ./tal
 COPY service ./service
 # Every dependency at the exact version CI tests (docker/constraints.txt).
 COPY docker/constraints.txt ./
-RUN pip install -c constraints.txt ".[models,service]"
+RUN pip install -c constraints.txt ".[models,service,text]"
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -110,7 +110,9 @@ def test_constraints_cover_the_project_requirements() -> None:
     with (REPO / "pyproject.toml").open("rb") as handle:
         project = tomllib.load(handle)["project"]
     wanted = project["dependencies"] + [
-        req for extra in ("models", "service") for req in project["optional-dependencies"][extra]
+        req
+        for extra in ("models", "service", "text")
+        for req in project["optional-dependencies"][extra]
     ]
     pinned = {
         canonical(line.split("==")[0].split("[")[0])

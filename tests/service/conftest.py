@@ -3,8 +3,8 @@
 Servers (all started together, so their start-up overlaps):
 
 * ``server_a``: Redis, no authentication.
-* ``server_b``: the same Redis (a second replica), API and admin keys, a tiny in-flight budget
-  with no waiting (so concurrent misses get 503).
+* ``server_b``: the same Redis (a second replica), API and admin keys, four prediction slots
+  and a tiny in-flight budget with no waiting (so concurrent misses get 503).
 * ``server_c``: no Redis, small limits (schemathesis target; head fits up to 0.1 GFLOP).
 * ``server_unready``: configured with a checkpoint that does not exist (never ready).
 """
@@ -74,6 +74,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             "TAL_MAX_PARAMS": str(MAX_PARAMS_A),
             "TAL_INFLIGHT_BUDGET_BYTES": "1",
             "TAL_BUDGET_WAIT_SECONDS": "0",
+            "TAL_MAX_CONCURRENT_PREDICTIONS": "4",  # so that concurrent misses meet the budget
         },
     )
     c = ServiceProcess(

@@ -18,6 +18,7 @@ CONCURRENCY = 32
 RSS_GROWTH_LIMIT = 150 << 20
 REDIS_BACK_TIMEOUT = 10.0
 HUNG_REDIS_LIMIT_SECONDS = 20.0
+SHED, SHED_RETRIES = 503, 20
 
 
 def mixed_bodies(n: int, salt: int) -> list[dict]:
@@ -33,12 +34,19 @@ def mixed_bodies(n: int, salt: int) -> list[dict]:
 
 
 async def burst(url: str, bodies: list[dict], during=None) -> list[httpx.Response]:
+    """Sends ``bodies`` from ``CONCURRENCY`` clients that behave as TALClient does: a 503 (the
+    miss queue full, shed at once) is retried after its ``Retry-After``."""
     limit = asyncio.Semaphore(CONCURRENCY)
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
 
         async def one(body: dict) -> httpx.Response:
             async with limit:
-                return await client.post("/v1/initialize", json=body)
+                for _ in range(SHED_RETRIES):
+                    response = await client.post("/v1/initialize", json=body)
+                    if response.status_code != SHED:
+                        break
+                    await asyncio.sleep(float(response.headers["retry-after"]))
+                return response
 
         tasks = [asyncio.create_task(one(body)) for body in bodies]
         if during is not None:
