@@ -48,9 +48,9 @@ class TextRecipe:
     stage2_steps: int = 800
     library: str = "gpt2-cpu"
     meta_batch: int = 2
-    batch_size: int = 32
+    batch_size: int = 16
     max_tokens: int = 64
-    lm_positions: int = 256
+    lm_positions: int = 128
 
     def steps(self, stage: int) -> int:
         return self.stage1_steps if stage == 1 else self.stage2_steps

@@ -27,7 +27,13 @@ from tal.training.distributed import DistInfo
 from tal.training.libraries import build_library
 from tal.training.text_ancestry_trainer import load_text_ancestry_artifacts
 from tal.training.text_data import TextBatch, TextSuiteData, cut_rows, sample_lm_positions
-from tal.training.text_model import GPT2Runner, TextTargets, predicted_norm, text_loss
+from tal.training.text_model import (
+    GPT2Runner,
+    TeacherLM,
+    TextTargets,
+    predicted_norm,
+    text_loss,
+)
 
 TEXT_DATA_STREAM, TEXT_ARCH_STREAM, TEXT_EVAL_STREAM = 2, 3, 4
 RUNNER_CACHE_SIZE = 64
@@ -109,16 +115,16 @@ class TextTraining:
     @torch.no_grad()
     def _teacher(
         self, task: str | None, batch: TextBatch, rows: torch.Tensor, positions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The text ancestry's next-token logits ``(K, vocab)`` and class logits (the union in
-        stage 1, ``task``'s slice in stage 2)."""
+    ) -> tuple[TeacherLM, torch.Tensor]:
+        """The text ancestry's next-token distributions at ``(rows, positions)`` and its class
+        logits (the union in stage 1, ``task``'s slice in stage 2)."""
         hidden = self.ancestry.hidden_states(batch.input_ids)
-        lm = self.ancestry.lm_logits(hidden[rows, positions])
+        lm = TeacherLM.from_logits(self.ancestry.lm_logits(hidden[rows, positions]))
         classes = self.ancestry.class_logits(hidden, batch.lengths)
         if task is not None:
             start, stop = self.ancestry.task_offsets[task]
             classes = classes[:, start:stop]
-        return lm.float(), classes.float()
+        return lm, classes.float()
 
     def train_step(self, hypernet: TALHypernet, step: int, conditioning: bool) -> float:
         """Forward + backward of this rank's share of the text meta-batch; returns its loss."""

@@ -27,7 +27,6 @@ from tal.training.text_data import TextBatch
 
 TRANSFORMER_PREFIX = "transformer."
 SCORE = f"{SEQUENCE_HEAD}.weight"
-LM_TEMPERATURE = 1.0  # next-token distillation matches the ancestry's distribution itself
 
 Predicted = dict[str, torch.Tensor | LowRankMatrix]
 
@@ -80,13 +79,29 @@ class GPT2Runner(nn.Module):
 
 
 @dataclass(frozen=True)
+class TeacherLM:
+    """The ancestry's next-token distributions at the sampled positions: probabilities ``(K,
+    vocab)`` and their mean entropy (so the distillation term reads as a KL divergence)."""
+
+    probs: torch.Tensor
+    entropy: torch.Tensor
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor) -> TeacherLM:
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        probs = log_probs.exp()
+        return cls(probs, -(probs * log_probs).sum(-1).mean())
+
+
+@dataclass(frozen=True)
 class TextTargets:
     """What a text step is scored against: next tokens ``(K,)`` at the sampled positions,
-    labels ``(B,)``, and the ancestry's logits at the same places (None: no distillation)."""
+    labels ``(B,)``, and the ancestry's distributions at the same places (None: no
+    distillation)."""
 
     next_tokens: torch.Tensor
     labels: torch.Tensor
-    teacher_lm: torch.Tensor | None = None
+    teacher_lm: TeacherLM | None = None
     teacher_classes: torch.Tensor | None = None
 
 
@@ -103,6 +118,24 @@ def kl_to_teacher(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
     )
 
 
+def lm_loss(
+    logits: torch.Tensor,
+    next_tokens: torch.Tensor,
+    teacher: TeacherLM | None,
+    ce_weight: float,
+    distill_weight: float,
+) -> torch.Tensor:
+    """``ce_weight * CE + distill_weight * KL(teacher || student)`` over next tokens, both from
+    one log-softmax of the ``(K, vocab)`` logits (the vocabulary-sized passes are most of a text
+    step's cost): the KL is the teacher-weighted cross-entropy minus the teacher's entropy."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    loss = -ce_weight * log_probs.gather(1, next_tokens[:, None]).mean()
+    if distill_weight and teacher is not None:
+        cross = -(teacher.probs * log_probs).sum(-1).mean()
+        loss = loss + distill_weight * (cross - teacher.entropy)
+    return loss
+
+
 def text_loss(
     lm_logits: torch.Tensor,
     class_logits: torch.Tensor,
@@ -114,15 +147,15 @@ def text_loss(
 ) -> torch.Tensor:
     """``ce_weight * (LM CE + class CE) + distill_weight * (LM KD + class KD)``: next-token
     cross-entropy (nats per token), the classifier's, and the ancestry's distributions over
-    next tokens (at temperature 1) and classes (at ``temperature``)."""
-    loss = ce_weight * (
-        F.cross_entropy(lm_logits.float(), targets.next_tokens)
-        + F.cross_entropy(class_logits.float(), targets.labels, label_smoothing=label_smoothing)
+    next tokens (at temperature 1: its distribution itself) and classes (at ``temperature``)."""
+    teacher = targets.teacher_lm if distill_weight else None
+    loss = lm_loss(lm_logits, targets.next_tokens, teacher, ce_weight, distill_weight)
+    loss = loss + ce_weight * F.cross_entropy(
+        class_logits.float(), targets.labels, label_smoothing=label_smoothing
     )
-    if distill_weight and targets.teacher_lm is not None and targets.teacher_classes is not None:
-        loss = loss + distill_weight * (
-            kl_to_teacher(lm_logits, targets.teacher_lm, LM_TEMPERATURE)
-            + kl_to_teacher(class_logits, targets.teacher_classes, temperature)
+    if distill_weight and targets.teacher_classes is not None:
+        loss = loss + distill_weight * kl_to_teacher(
+            class_logits, targets.teacher_classes, temperature
         )
     return loss
 
