@@ -37,10 +37,10 @@ class DecoderConfig:
 
     ``token_basis`` (ours): the rows of a token-indexed matrix (GPT-2's token embedding, an
     untied LM head) carry no order, so they are not decoded along the row index: their row basis
-    is the text ancestry's token table (``TALHypernet.set_token_table``) when the vocabulary is
-    the ancestry's, and otherwise the matrix is Hugging Face's own initialisation (normal, std
-    0.02) from a generator seeded by the slot's name and shape. Without it (the GHN-3 and LoGAH
-    baselines) those rows are decoded like any other.
+    is the text ancestry's token table (``TALHypernet.set_token_table``). A GPT-2 of another
+    vocabulary is Hugging Face's own initialisation of the whole model, each tensor from a
+    generator seeded by its name and shape. Without it (the GHN-3 and LoGAH baselines) token rows
+    are decoded like any other.
     """
 
     basis: BasisKind = "relative"

@@ -21,9 +21,11 @@ shape are expanded together.
 Token-indexed rows (``ParamSlot.token_rows``: GPT-2's token embedding, an untied LM head) have
 no order, so with ``DecoderConfig.token_basis`` their row basis is the text ancestry's token
 table ``T (vocab, d)`` instead of ``P(vocab)``: ``W = s * T A R / rms`` (with a tied head the
-logits then live in the ancestry's token space). A vocabulary the table does not cover gets
-Hugging Face's initialisation (normal, std ``HF_INIT_STD``) from a generator seeded by the
-slot's name and shape, so it is exactly as good a start as Hugging Face's default.
+logits then live in the ancestry's token space). What the hypernetwork learned of GPT-2 lives
+in that token space: for a vocabulary the table does not cover, the whole model is Hugging
+Face's initialisation (:func:`hugging_face_std`), each tensor drawn from a generator seeded by
+its name and shape, so it is exactly as good a start as Hugging Face's default (served blocks
+with a foreign vocabulary trained worse: docs/lab/text.md).
 """
 
 from __future__ import annotations
@@ -80,6 +82,13 @@ class LowRankMatrix:
 
     def dense(self) -> torch.Tensor:
         return self.left @ self.right
+
+
+def hugging_face_std(slot: ParamSlot) -> float:
+    """GPT-2's initialisation in transformers: normal with std 0.02 for every weight and
+    embedding, ``0.02 / sqrt(2 * n_layer)`` for the projections into the residual stream (the
+    slots whose gain is below 1)."""
+    return HF_INIT_STD * math.sqrt(min(1.0, slot.gain))
 
 
 def seeded_normal(name: str, rows: int, cols: int, std: float = HF_INIT_STD) -> torch.Tensor:
@@ -220,6 +229,26 @@ class ParamDecoder(nn.Module):
             self._token_gram = (table, gram)
         return self._token_gram[1].to(dtype)
 
+    def _hugging_face_init(
+        self, plan: ExportPlan, dtype: torch.dtype, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        """Every tensor of ``plan`` as transformers initialises GPT-2 (norm scales 1, biases 0,
+        weights and embeddings :func:`seeded_normal` with :func:`hugging_face_std`)."""
+        slots = [slot for slot, _ in plan.pieces]
+        vector_groups, matrix_groups = _slot_groups(slots)
+        groups = [*vector_groups.values(), *matrix_groups.values()]
+        writer = _OutputWriter(plan, groups, dtype, device, in_place=not torch.is_grad_enabled())
+        for length, members in vector_groups.items():
+            ones = torch.tensor([slots[i].kind == ParamKind.NORM_SCALE for i in members])
+            writer.vectors(members, ones[:, None].float().expand(-1, length).to(device))
+        for (rows, cols, _, _), members in matrix_groups.items():
+            values = [
+                seeded_normal(slots[i].name, rows, cols, hugging_face_std(slots[i]))
+                for i in members
+            ]
+            writer.dense(members, values)
+        return writer.result()
+
     def _cores(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(S, hidden)`` -> factors ``A (S, d, r)`` and ``B (S, d, r)`` with ``C = A B^T``;
         ``B`` is None for a full core (``B = I``)."""
@@ -292,19 +321,16 @@ class ParamDecoder(nn.Module):
             ``{name: tensor}`` in plan order, aliases included.
         """
         slots = [slot for slot, _ in plan.pieces]
+        if self.config.token_basis and any(
+            s.token_rows and self._token_basis(s.rows) is None for s in slots
+        ):
+            return self._hugging_face_init(plan, dtype, nodes.device)
         node_index = torch.tensor([s.node for s in slots], device=nodes.device)
         kind_index = torch.tensor([int(s.kind) for s in slots], device=nodes.device)
         hidden = self.trunk(nodes[node_index] + self.kind_embedding(kind_index))
         log_gain = self.scalar_head(hidden)[:, 0]
         vectors = self.vector_head(hidden)
-        vector_groups: dict[int, list[int]] = defaultdict(list)
-        matrix_groups: dict[tuple[int, int, bool, bool], list[int]] = defaultdict(list)
-        for i, slot in enumerate(slots):
-            if slot.is_vector:
-                vector_groups[slot.rows].append(i)
-            else:
-                tokens = slot.token_rows and self.config.token_basis
-                matrix_groups[(slot.rows, slot.cols, slot.transposed, tokens)].append(i)
+        vector_groups, matrix_groups = _slot_groups(slots)
         groups = [*vector_groups.values(), *matrix_groups.values()]
         in_place = not torch.is_grad_enabled() and not factor_token_rows
         writer = _OutputWriter(plan, groups, dtype, nodes.device, in_place=in_place)
@@ -321,10 +347,7 @@ class ParamDecoder(nn.Module):
             group = slice(start, start + len(members))
             start += len(members)
             core_a = a[group]  # (n, d, r)
-            token_basis = self._token_basis(rows) if tokens else None
-            if tokens and token_basis is None:
-                writer.dense(members, [seeded_normal(slots[i].name, rows, cols) for i in members])
-                continue
+            token_basis = self._token_basis(rows) if tokens and self.config.token_basis else None
             if token_basis is not None:
                 left = token_basis.to(a.dtype) @ core_a  # (n, vocab, r)
                 row_gram = self._token_table_gram(token_basis, a.dtype).to(a.device)
@@ -350,6 +373,18 @@ class ParamDecoder(nn.Module):
             else:
                 writer.matrices(members, left, right.transpose(1, 2))
         return writer.result()
+
+
+def _slot_groups(slots: list[ParamSlot]) -> tuple[dict[int, list[int]], dict[tuple, list[int]]]:
+    """Slot indices grouped by vector length, and by matrix shape and layout."""
+    vector_groups: dict[int, list[int]] = defaultdict(list)
+    matrix_groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, slot in enumerate(slots):
+        if slot.is_vector:
+            vector_groups[slot.rows].append(i)
+        else:
+            matrix_groups[(slot.rows, slot.cols, slot.transposed, slot.token_rows)].append(i)
+    return vector_groups, matrix_groups
 
 
 def _bounded(kinds: list[ParamKind], raw: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ class TextRecipe:
             estimated on (``tal.training.text_data.sample_lm_positions``).
     """
 
-    ancestry_steps: int = 600
+    ancestry_steps: int = 1000
     stage1_steps: int = 400
     stage2_steps: int = 800
     library: str = "gpt2-cpu"

@@ -38,7 +38,7 @@ from tal.training.text_model import (
 TEXT_DATA_STREAM, TEXT_ARCH_STREAM, TEXT_EVAL_STREAM = 2, 3, 4
 RUNNER_CACHE_SIZE = 64
 EVAL_BATCH = 64
-EVAL_LM_POSITIONS = 2048  # next-token targets of the held-out LM loss, per task
+EVAL_LM_POSITIONS = 1024  # next-token targets of the held-out LM loss, per task
 
 
 def is_text_step(step: int, share: float) -> bool:

@@ -75,11 +75,19 @@ def test_every_layout_loads_strictly_into_transformers(spec, covered):
 
 
 def test_a_vocabulary_without_table_gets_hugging_faces_init_deterministically():
+    """What the hypernetwork learned of GPT-2 lives in its table's token space: a model of
+    another vocabulary is transformers' own initialisation, seeded per tensor."""
     spec = GPT2Spec(n_layer=2, n_embd=64, n_head=2, vocab_size=257, n_positions=32)
     learngene = learngene_with_table(50_257)  # the table is GPT-2's, the spec's vocabulary not
-    wte = learngene.predict(spec, format="hf")["transformer.wte.weight"]
+    state = learngene.predict(spec, format="hf")
+    wte = state["transformer.wte.weight"]
     assert wte.std().item() == pytest.approx(HF_INIT_STD, rel=0.05)
     assert abs(wte.mean().item()) < 1e-3
+    reference = build_model(spec, "hf").state_dict()  # transformers' init, its own seed
+    for name, tensor in state.items():
+        assert tensor.shape == reference[name].shape
+        assert tensor.std().item() == pytest.approx(reference[name].std().item(), rel=0.1, abs=1e-6)
+        assert tensor.mean().item() == pytest.approx(reference[name].mean().item(), abs=2e-3)
     assert torch.equal(wte, Learngene.fresh().predict(spec, format="hf")["transformer.wte.weight"])
     half = learngene.predict(spec, format="hf", dtype="float16")["transformer.wte.weight"]
     assert torch.equal(half, wte.half())  # the same values in every dtype
