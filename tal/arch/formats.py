@@ -5,12 +5,15 @@
   ``qkv`` matrix is split by rows into ``q_proj`` / ``k_proj`` / ``v_proj`` (no copy: the
   decoder writes each row block into its own tensor); a tied GPT-2 ``lm_head.weight`` is an alias
   of ``transformer.wte.weight``.
+* ``hf-sequence-classification``: Hugging Face ``GPT2ForSequenceClassification`` names (GPT-2
+  only): the transformer and ``score.weight`` ``(spec.num_classes, n_embd)``, no LM head.
 
 Names follow transformers 5.x.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,10 +21,11 @@ from typing import Literal, get_args
 
 import torch
 
-from tal.arch.graph import ComputationalGraph, ParamSlot, build_graph
+from tal.arch.graph import LM_HEAD, SEQUENCE_HEAD, ComputationalGraph, ParamSlot, build_graph
 from tal.arch.specs import GPT2Spec, SpecError, ViTSpec
 
-OutputFormat = Literal["timm", "hf"]
+HF_SEQUENCE_CLASSIFICATION = "hf-sequence-classification"
+OutputFormat = Literal["timm", "hf", "hf-sequence-classification"]
 FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
 OutputDType = Literal["float32", "float16", "bfloat16"]
 DTYPES: dict[OutputDType, torch.dtype] = {
@@ -93,8 +97,20 @@ def check_format(spec: ViTSpec | GPT2Spec, format: str) -> OutputFormat:
     """Validates that ``format`` exists and the spec can be written in it."""
     if format not in FORMATS:
         raise SpecError(f"format must be one of {list(FORMATS)}, not {format!r}")
-    if isinstance(spec, GPT2Spec) and format != "hf":
-        raise SpecError("GPT-2 weights are only available in format 'hf' (transformers)")
+    if isinstance(spec, GPT2Spec) and format == "timm":
+        raise SpecError(
+            "GPT-2 weights are available in format 'hf' (GPT2LMHeadModel) or "
+            f"'{HF_SEQUENCE_CLASSIFICATION}' (GPT2ForSequenceClassification), not 'timm'"
+        )
+    if isinstance(spec, GPT2Spec) and format == HF_SEQUENCE_CLASSIFICATION and not spec.num_classes:
+        raise SpecError(
+            f"format '{HF_SEQUENCE_CLASSIFICATION}' needs the spec's num_classes (the width of "
+            "GPT2ForSequenceClassification's score head, its config's num_labels) >= 1"
+        )
+    if isinstance(spec, ViTSpec) and format == HF_SEQUENCE_CLASSIFICATION:
+        raise SpecError(
+            f"format '{HF_SEQUENCE_CLASSIFICATION}' is for GPT-2; a ViT takes 'timm' or 'hf'"
+        )
     if isinstance(spec, ViTSpec) and format == "hf" and not spec.class_token:
         raise SpecError("format 'hf' needs class_token=true: Hugging Face ViT always has one")
     return format  # type: ignore[return-value]
@@ -108,11 +124,23 @@ def export_plan(spec: ViTSpec | GPT2Spec, format: OutputFormat) -> ExportPlan:
     if isinstance(spec, ViTSpec) and format == "hf":
         pieces = tuple((slot, _vit_hf_pieces(slot)) for slot in graph.params)
     else:
-        pieces = tuple((slot, _whole(slot, slot.name)) for slot in graph.params)
+        left_out = f"{LM_HEAD}." if format == HF_SEQUENCE_CLASSIFICATION else f"{SEQUENCE_HEAD}."
+        pieces = tuple(
+            (slot, _whole(slot, slot.name))
+            for slot in graph.params
+            if not (isinstance(spec, GPT2Spec) and slot.name.startswith(left_out))
+        )
     aliases: tuple[tuple[str, str], ...] = ()
-    if isinstance(spec, GPT2Spec) and spec.tie_word_embeddings:
-        aliases = (("lm_head.weight", "transformer.wte.weight"),)
+    if isinstance(spec, GPT2Spec) and spec.tie_word_embeddings and format == "hf":
+        aliases = ((f"{LM_HEAD}.weight", "transformer.wte.weight"),)
     return ExportPlan(pieces, aliases)
+
+
+def format_num_params(spec: ViTSpec | GPT2Spec, format: OutputFormat) -> int:
+    """Trainable parameters of the model ``format`` loads (tied tensors counted once)."""
+    return sum(
+        math.prod(piece.stored_shape) for _, ps in export_plan(spec, format).pieces for piece in ps
+    )
 
 
 def parse_dtype(name: str) -> torch.dtype:

@@ -26,6 +26,8 @@ MAX_DEGREE = 8
 GAIN_BEFORE_GELU = 2.0  # He-style gain for a weight feeding a (G)ELU, as in GHN-3
 RESIDUAL_BRANCHES_PER_BLOCK = 2  # attention and MLP each add into the residual stream
 EDGE_FORWARD = 1
+LM_HEAD = "lm_head"  # GPT2LMHeadModel's output layer (tied to the token embedding by default)
+SEQUENCE_HEAD = "score"  # GPT2ForSequenceClassification's classifier (no bias)
 
 
 class OpType(IntEnum):
@@ -64,7 +66,9 @@ class ParamSlot:
 
     A matrix is decoded as a logical ``(rows, cols) = (out_features, in_features)`` matrix and
     stored as ``stored_shape`` (transposed first for Hugging Face ``Conv1D``); a vector has
-    ``cols == 1``.
+    ``cols == 1``. ``token_rows``: one row per vocabulary token (GPT-2's token embedding and an
+    untied LM head), rows that carry no order, so the decoder does not make them a smooth
+    function of the row index.
     """
 
     name: str
@@ -76,6 +80,7 @@ class ParamSlot:
     transposed: bool = False
     fan_in: int = 1
     gain: float = 1.0
+    token_rows: bool = False
 
     @property
     def numel(self) -> int:
@@ -186,6 +191,7 @@ class _GraphBuilder:
         transposed: bool = False,
         gain: float = 1.0,
         has_weight: bool = True,
+        token_rows: bool = False,
     ) -> int:
         stored = (in_features, out_features) if transposed else (out_features, in_features)
         node = self.node(OpType.LINEAR, (x,), name, stored, (out_features, in_features, 1))
@@ -201,6 +207,7 @@ class _GraphBuilder:
                     transposed,
                     in_features,
                     gain,
+                    token_rows,
                 )
             )
         if bias:
@@ -223,9 +230,12 @@ class _GraphBuilder:
         stored: tuple[int, ...],
         rows: int,
         cols: int,
+        token_rows: bool = False,
     ) -> int:
         node = self.node(op, inputs, name, stored, (rows, cols, 1))
-        self.params.append(ParamSlot(name, node, ParamKind.EMBEDDING, stored, rows, cols))
+        self.params.append(
+            ParamSlot(name, node, ParamKind.EMBEDDING, stored, rows, cols, token_rows=token_rows)
+        )
         return node
 
     def finish(self, spec: ViTSpec | GPT2Spec) -> ComputationalGraph:
@@ -363,7 +373,13 @@ def _build_gpt2(spec: GPT2Spec) -> ComputationalGraph:
     width, vocab = spec.n_embd, spec.vocab_size
     tokens = g.node(OpType.INPUT, ())
     wte = g.embedding(
-        (tokens,), OpType.TOKEN_EMBED, "transformer.wte.weight", (vocab, width), vocab, width
+        (tokens,),
+        OpType.TOKEN_EMBED,
+        "transformer.wte.weight",
+        (vocab, width),
+        vocab,
+        width,
+        token_rows=True,
     )
     wpe = g.embedding(
         (tokens,),
@@ -381,7 +397,18 @@ def _build_gpt2(spec: GPT2Spec) -> ComputationalGraph:
         )
     g.block = spec.n_layer
     x = g.layer_norm(x, "transformer.ln_f", width)
-    g.linear(x, "lm_head", vocab, width, bias=False, has_weight=not spec.tie_word_embeddings)
+    g.linear(
+        x,
+        LM_HEAD,
+        vocab,
+        width,
+        bias=False,
+        has_weight=not spec.tie_word_embeddings,
+        token_rows=True,
+    )
+    if spec.num_classes:  # GPT2ForSequenceClassification: the last real token's state
+        x = g.node(OpType.POOL, (x,), "pool_last")
+        g.linear(x, SEQUENCE_HEAD, spec.num_classes, width, bias=False)
     return g.finish(spec)
 
 

@@ -75,6 +75,15 @@ def _validated(
 
 
 _HF_EXTRA_KEYS = frozenset({"model_type", "architectures", "transformers_version", "num_labels"})
+GPT2_SEQUENCE_CLASSIFIER = "GPT2ForSequenceClassification"
+
+
+def _gpt2_classes(config: dict[str, Any], num_labels: int) -> int:
+    """A GPT-2 config's classifier width: its ``num_labels`` when its ``architectures`` names the
+    sequence classifier or the dict gives ``num_labels``; otherwise 0, a language model
+    (``id2label`` alone does not count: ``GPT2Config().to_dict()`` always holds two labels)."""
+    classifier = GPT2_SEQUENCE_CLASSIFIER in (config.get("architectures") or ())
+    return num_labels if classifier or "num_labels" in config else 0
 
 
 def spec_from_hf_config(config: dict[str, Any]) -> ViTSpec | GPT2Spec:
@@ -107,6 +116,7 @@ def spec_from_hf_config(config: dict[str, Any]) -> ViTSpec | GPT2Spec:
                 n_positions=hf.n_positions,
                 tie_word_embeddings=hf.tie_word_embeddings,
                 layer_norm_epsilon=hf.layer_norm_epsilon,
+                num_classes=_gpt2_classes(config, hf.num_labels),
             ),
             "GPT2Config",
         )

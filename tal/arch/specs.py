@@ -3,7 +3,8 @@
 Two families share one interface, told apart by the ``family`` field:
 
 * :class:`ViTSpec` — a timm ``VisionTransformer`` / Hugging Face ``ViTForImageClassification``.
-* :class:`GPT2Spec` — a Hugging Face ``GPT2LMHeadModel``.
+* :class:`GPT2Spec` — a Hugging Face ``GPT2LMHeadModel``, or with ``num_classes`` a
+  ``GPT2ForSequenceClassification`` (format ``"hf-sequence-classification"``).
 
 Every spec has a canonical JSON form, a stable hash (the cache key) and an exact parameter
 count computed from the shape alone. ``tal.arch.parse`` turns what users send (timm names,
@@ -121,6 +122,10 @@ class GPT2Spec(_Spec):
     """A GPT-2 language model (Hugging Face ``GPT2LMHeadModel`` layout).
 
     ``n_inner`` defaults to ``4 * n_embd`` and is stored resolved, so both spellings hash alike.
+    ``num_classes`` is the width of the ``GPT2ForSequenceClassification`` head (``score.weight``,
+    ``(num_classes, n_embd)``, no bias), written only in format ``"hf-sequence-classification"``;
+    0 (the default) describes the language model alone. :meth:`num_params` counts the
+    ``GPT2LMHeadModel``; ``tal.arch.formats.format_num_params`` counts either layout.
     """
 
     family: Literal["gpt2"] = "gpt2"
@@ -132,6 +137,13 @@ class GPT2Spec(_Spec):
     n_positions: int = Field(1_024, ge=1, le=MAX_POSITIONS)
     tie_word_embeddings: bool = True
     layer_norm_epsilon: float = Field(1e-5, gt=0, le=1e-1)
+    num_classes: int = Field(
+        0,
+        ge=0,
+        le=MAX_CLASSES,
+        description="classes of the sequence-classification head (format "
+        "'hf-sequence-classification'); 0 = language model only",
+    )
 
     @model_validator(mode="before")
     @classmethod

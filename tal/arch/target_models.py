@@ -11,16 +11,30 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from tal.arch.formats import OutputFormat, check_format
+from tal.arch.formats import HF_SEQUENCE_CLASSIFICATION, OutputFormat, check_format
 from tal.arch.specs import GPT2Spec, ViTSpec
 
 
-def hf_config(spec: ViTSpec | GPT2Spec):
-    """The transformers config (``ViTConfig`` / ``GPT2Config``) equivalent to ``spec``."""
+def gpt2_pad_token_id(spec: GPT2Spec) -> int:
+    """The id GPT2ForSequenceClassification treats as padding (its score reads the last other
+    token): the last id, GPT-2's ``<|endoftext|>`` (50256) for its vocabulary, which the text
+    tasks pad with."""
+    return spec.vocab_size - 1
+
+
+def hf_config(spec: ViTSpec | GPT2Spec, format: OutputFormat = "hf"):
+    """The transformers config (``ViTConfig`` / ``GPT2Config``) equivalent to ``spec``; for
+    ``format="hf-sequence-classification"`` with ``num_labels`` and ``pad_token_id`` set."""
     import transformers
 
     if isinstance(spec, GPT2Spec):
+        classifier = (
+            {"num_labels": spec.num_classes, "pad_token_id": gpt2_pad_token_id(spec)}
+            if format == HF_SEQUENCE_CLASSIFICATION
+            else {}
+        )
         return transformers.GPT2Config(
+            **classifier,
             n_layer=spec.n_layer,
             n_embd=spec.n_embd,
             n_head=spec.n_head,
@@ -49,9 +63,10 @@ def hf_config(spec: ViTSpec | GPT2Spec):
 def build_model(
     spec: ViTSpec | GPT2Spec, format: OutputFormat = "timm", device: str | torch.device = "cpu"
 ) -> nn.Module:
-    """The real model of ``spec``: timm ``VisionTransformer`` (``format="timm"``), or Hugging Face
-    ``ViTForImageClassification`` / ``GPT2LMHeadModel`` (``format="hf"``), with its own random init.
-    On ``device="meta"`` nothing is allocated.
+    """The real model of ``spec``: timm ``VisionTransformer`` (``format="timm"``), Hugging Face
+    ``ViTForImageClassification`` / ``GPT2LMHeadModel`` (``format="hf"``) or
+    ``GPT2ForSequenceClassification`` (``"hf-sequence-classification"``), with its own random
+    init. On ``device="meta"`` nothing is allocated.
     """
     check_format(spec, format)
     context = torch.device(device) if str(device) == "meta" else nullcontext()
@@ -77,12 +92,13 @@ def build_model(
         else:
             import transformers
 
-            config = hf_config(spec)
-            model_cls = (
-                transformers.GPT2LMHeadModel
-                if isinstance(spec, GPT2Spec)
-                else transformers.ViTForImageClassification
-            )
+            config = hf_config(spec, format)
+            if format == HF_SEQUENCE_CLASSIFICATION:
+                model_cls = transformers.GPT2ForSequenceClassification
+            elif isinstance(spec, GPT2Spec):
+                model_cls = transformers.GPT2LMHeadModel
+            else:
+                model_cls = transformers.ViTForImageClassification
             model = model_cls(config)
     return model if str(device) == "meta" else model.to(device)
 

@@ -16,6 +16,7 @@ from tal.arch.specs import SpecLike
 from tal.checkpoints import store
 from tal.checkpoints.ancestry import Ancestry, NoAncestryError
 from tal.checkpoints.provenance import code_version, describe_environment
+from tal.checkpoints.text_ancestry import TextAncestry
 from tal.hypernet import HypernetConfig, TALHypernet
 from tal.tasks.errors import UnknownTaskError
 
@@ -25,7 +26,11 @@ CHECKPOINT_FORMAT = 1
 
 @dataclass
 class Learngene:
-    """A hypernetwork with its task table and identity (``name``/``version``)."""
+    """A hypernetwork with its task table and identity (``name``/``version``).
+
+    With a text ancestry, the hypernetwork's token table (the row basis of GPT-2's token
+    embedding for the ancestry's vocabulary) is set from it.
+    """
 
     hypernet: TALHypernet
     tasks: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -33,6 +38,11 @@ class Learngene:
     version: str = "0"
     manifest: dict[str, Any] = field(default_factory=dict)
     ancestry: Ancestry | None = None
+    text_ancestry: TextAncestry | None = None
+
+    def __post_init__(self) -> None:
+        if self.text_ancestry is not None and self.hypernet.config.decoder.token_basis:
+            self.hypernet.set_token_table(self.text_ancestry.token_table())
 
     @property
     def model_version(self) -> str:
@@ -63,6 +73,22 @@ class Learngene:
                 "with an embedding vector instead"
             )
         return self.ancestry.embed_task(images)
+
+    def embed_text_task(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """A new text task's embedding ``(task_dim,)`` from its examples tokenised with the
+        text ancestry's vocabulary (GPT-2's): ids ``(N, L)`` padded on the right, lengths
+        ``(N,)`` (``TextTaskData.input_ids`` / ``.lengths``).
+
+        Raises:
+            NoAncestryError: the checkpoint carries no text ancestry.
+        """
+        if self.text_ancestry is None:
+            raise NoAncestryError(
+                f"checkpoint {self.model_version} has no text ancestry; register the task "
+                "with an embedding vector instead"
+            )
+        task_dim = self.hypernet.config.encoder.task_dim
+        return self.text_ancestry.embed_task(input_ids, lengths, task_dim)
 
     def add_task(self, name: str, embedding: torch.Tensor) -> None:
         """Makes ``name`` usable for prediction (in this process)."""
@@ -106,6 +132,8 @@ class Learngene:
         }
         if self.ancestry is not None:
             files[store.ANCESTRY_FILE] = self.ancestry.to_bytes()
+        if self.text_ancestry is not None:
+            files[store.TEXT_ANCESTRY_FILE] = self.text_ancestry.to_bytes()
         manifest = {
             "checkpoint_format": CHECKPOINT_FORMAT,
             "name": name,
@@ -143,6 +171,10 @@ class Learngene:
         ancestry = None
         if store.ANCESTRY_FILE in manifest["files"]:
             ancestry = Ancestry.from_bytes((path / store.ANCESTRY_FILE).read_bytes(), target)
+        text_ancestry = None
+        if store.TEXT_ANCESTRY_FILE in manifest["files"]:
+            text_blob = (path / store.TEXT_ANCESTRY_FILE).read_bytes()
+            text_ancestry = TextAncestry.from_bytes(text_blob, target)
         return cls(
             hypernet.eval().to(target),
             {k: v.to(target) for k, v in tasks.items()},
@@ -150,6 +182,7 @@ class Learngene:
             manifest["version"],
             manifest,
             ancestry,
+            text_ancestry,
         )
 
 

@@ -2,7 +2,8 @@
 
 Layout: ``<root>/<name>/<version>/`` holding ``hypernet.safetensors`` (hypernetwork weights),
 ``tasks.safetensors`` (one task embedding per task), ``ancestry.safetensors`` (the ancestry
-ViT, optional) and ``manifest.json`` (config, tasks, the
+ViT, optional), ``text_ancestry.safetensors`` (the text ancestry GPT-2, optional) and
+``manifest.json`` (config, tasks, the
 sha256 of every file, and whatever the training job records). A version folder is written under
 a temporary name and renamed when complete, so a killed job never leaves a checkpoint that looks
 whole; :func:`verify` refuses a folder whose files are missing or do not match their hashes.
@@ -23,6 +24,7 @@ MANIFEST = "manifest.json"
 HYPERNET_FILE = "hypernet.safetensors"
 TASKS_FILE = "tasks.safetensors"
 ANCESTRY_FILE = "ancestry.safetensors"
+TEXT_ANCESTRY_FILE = "text_ancestry.safetensors"
 DEFAULT_NAME = "tal-default"
 LATEST = "latest"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -3,11 +3,58 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
+TEXT_REPORT = "text_results.md"
+TEXT_RESULTS = "text_results.json"
+
+
+def _cmd_eval_text(args: argparse.Namespace) -> int:
+    """``tal eval --modality text``: the GPT-2 comparison -> docs/text_results.{md,json}."""
+    from tal.evaluation.text import run_text_evaluation, train_text_methods
+    from tal.evaluation.text_config import TEXT_QUICK, TextEvalConfig
+    from tal.evaluation.text_report import read_text_results, write_text_report
+    from tal.training.config import ConfigError, load_config
+    from tal.training.distributed import init_distributed
+
+    overrides = {
+        "run_dir": args.run_dir,
+        "ancestry_run": args.ancestry_run,
+        "output_dir": args.output_dir,
+        "epochs": args.epochs,
+        "stage1_steps": args.stage1_steps,
+        "stage2_steps": args.stage2_steps,
+        "methods": tuple(args.methods) if args.methods else None,
+    }
+    if args.quick:
+        overrides = {**TEXT_QUICK, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        config = load_config(TextEvalConfig, args.config, overrides)
+        markdown = config.output_dir / TEXT_REPORT
+        json_path = config.output_dir / TEXT_RESULTS
+        if args.report_only:
+            results = read_text_results(json_path)
+        else:
+            if args.fresh and config.run_dir.exists():
+                shutil.rmtree(config.run_dir)
+            if args.train_only:
+                _, seconds = train_text_methods(config, init_distributed("cpu"))
+                print(f"trained {', '.join(seconds)} in {config.run_dir}")
+                return 0
+            results = run_text_evaluation(config, init_distributed("cpu"))
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_text_report(results, markdown, json_path)
+    print(f"wrote {markdown} and {json_path}")
+    return 0
+
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.modality == "text":
+        return _cmd_eval_text(args)
     from tal.evaluation.config import QUICK, EvalConfig
     from tal.evaluation.report import read_results, write_report
     from tal.evaluation.runner import clean_run, output_paths, run_evaluation, train_methods
@@ -62,6 +109,13 @@ def _print_comparison(before_path: Path, after_path: Path) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("eval", help="compare initialisations; write a report")
     evaluate.add_argument("--config", type=Path, default=None)
+    evaluate.add_argument(
+        "--modality",
+        choices=["image", "text"],
+        default="image",
+        help="image: ViTs on the image tasks (results.md); text: GPT-2 on the text tasks "
+        f"({TEXT_REPORT}), with its own config (tal.evaluation.text_config)",
+    )
     evaluate.add_argument("--quick", action="store_true", help="tiny budget (tests)")
     evaluate.add_argument("--fresh", action="store_true", help="discard earlier training state")
     evaluate.add_argument(
@@ -101,6 +155,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--stage1-steps", type=int, default=None)
     evaluate.add_argument("--stage2-steps", type=int, default=None)
     evaluate.add_argument(
-        "--methods", nargs="+", default=None, choices=["random", "ghn3", "logah", "tal", "tal+"]
+        "--methods",
+        nargs="+",
+        default=None,
+        choices=["random", "ghn3", "logah", "tal", "tal+"],
+        help="tal+ is for images only",
     )
     evaluate.set_defaults(func=_cmd_eval)

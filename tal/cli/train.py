@@ -97,20 +97,37 @@ COMMON_FIELDS = [
 ]
 
 
-def _cmd_ancestry(args: argparse.Namespace) -> int:
-    from tal.training.ancestry_trainer import AncestryTrainer
-    from tal.training.config import AncestryTrainConfig, load_config
-    from tal.training.distributed import init_distributed
+MODALITIES = ("image", "text", "both")
+TEXT_ANCESTRY_FIELDS = ["n_layer", "n_embd", "n_head"]
 
-    config = load_config(
-        AncestryTrainConfig,
-        args.config,
-        _overrides(args, [*COMMON_FIELDS, "depth", "embed_dim", "num_heads", "patch_size"]),
-    )
-    trainer = AncestryTrainer(config, init_distributed(), args.data_limit)
-    metrics = trainer.run_and_export()
-    if trainer.dist.is_main:
-        print(json.dumps({"ancestry": metrics}, indent=2))
+
+def _cmd_ancestry(args: argparse.Namespace) -> int:
+    """The image ancestry ViT, the text ancestry GPT-2, or both (``--modality``). ``--config``
+    is the image ancestry's config with ``--modality image`` and the text one's with ``text``."""
+    from tal.training.ancestry_trainer import AncestryTrainer
+    from tal.training.config import AncestryTrainConfig, TextAncestryTrainConfig, load_config
+    from tal.training.distributed import init_distributed
+    from tal.training.text_ancestry_trainer import TextAncestryTrainer
+
+    dist = init_distributed()
+    results = {}
+    if args.modality in ("image", "both"):
+        config = load_config(
+            AncestryTrainConfig,
+            args.config if args.modality == "image" else None,
+            _overrides(args, [*COMMON_FIELDS, "depth", "embed_dim", "num_heads", "patch_size"]),
+        )
+        results["ancestry"] = AncestryTrainer(config, dist, args.data_limit).run_and_export()
+    if args.modality in ("text", "both"):
+        text_config = load_config(
+            TextAncestryTrainConfig,
+            args.config if args.modality == "text" else None,
+            _overrides(args, [*COMMON_FIELDS, *TEXT_ANCESTRY_FIELDS]),
+        )
+        trainer = TextAncestryTrainer(text_config, dist, args.data_limit)
+        results["text_ancestry"] = trainer.run_and_export()
+    if dist.is_main:
+        print(json.dumps(results, indent=2))
     return 0
 
 
@@ -125,6 +142,28 @@ def _import_ancestry(args: argparse.Namespace, run_dir: Path, dist: DistInfo) ->
     metrics = import_ancestry_artifacts(source, run_dir) if dist.is_main else {}
     barrier(dist)
     return metrics
+
+
+def _text_ancestry(args: argparse.Namespace, run_dir: Path, dist: DistInfo) -> dict:
+    """``tal train default``'s text ancestry: imported with ``--ancestry-from`` when that
+    version carries one, else trained with the recipe's steps; returns its metrics."""
+    from tal.checkpoints.store import resolve
+    from tal.training.config import TextAncestryTrainConfig
+    from tal.training.distributed import barrier
+    from tal.training.text_ancestry_trainer import (
+        TextAncestryTrainer,
+        has_text_ancestry,
+        import_text_ancestry_artifacts,
+    )
+
+    if args.ancestry_from is not None:
+        source = resolve(*args.ancestry_from, root=args.store)
+        if has_text_ancestry(source):
+            metrics = import_text_ancestry_artifacts(source, run_dir) if dist.is_main else {}
+            barrier(dist)
+            return metrics
+    config = TextAncestryTrainConfig(run_dir=run_dir, steps=args.text_ancestry_steps)
+    return TextAncestryTrainer(config, dist).run_and_export()
 
 
 def _ancestry_from_option(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +213,13 @@ def _stage(args: argparse.Namespace, stage: int) -> int:
     return 0
 
 
+def _mixed_steps(args: argparse.Namespace, stage: int) -> dict:
+    """A stage's ``steps`` (image + text) and ``text_share`` from the image and text steps."""
+    image = args.stage1_steps if stage == 1 else args.stage2_steps
+    text = args.text_stage1_steps if stage == 1 else args.text_stage2_steps
+    return {"steps": image + text, "text_share": text / (image + text)}
+
+
 def _cmd_default(args: argparse.Namespace) -> int:
     """The shipped default: ancestry, stage 1 and stage 2 with the CPU recipe, then export."""
     from tal.checkpoints.store import DEFAULT_NAME
@@ -192,9 +238,10 @@ def _cmd_default(args: argparse.Namespace) -> int:
         ancestry_metrics = ancestry.run_and_export()
     else:
         ancestry_metrics = _import_ancestry(args, run_dir, dist)
+    text_ancestry_metrics = _text_ancestry(args, run_dir, dist)
     stage1 = HypernetTrainer(
         HypernetTrainConfig(
-            stage=1, run_dir=run_dir, steps=args.stage1_steps, decoder=args.decoder
+            stage=1, run_dir=run_dir, decoder=args.decoder, **_mixed_steps(args, 1)
         ),
         dist,
     )
@@ -203,8 +250,8 @@ def _cmd_default(args: argparse.Namespace) -> int:
         HypernetTrainConfig(
             stage=2,
             run_dir=run_dir,
-            steps=args.stage2_steps,
             decoder=args.decoder,
+            **_mixed_steps(args, 2),
             task_temperature=args.stage2_task_temperature,
             distill_target=args.stage2_distillation,
             init_from=run_dir / "stage1" / "last.safetensors",
@@ -225,6 +272,7 @@ def _cmd_default(args: argparse.Namespace) -> int:
                     "wall_seconds": wall,
                     "stages": {
                         "ancestry": ancestry_metrics,
+                        "text_ancestry": text_ancestry_metrics,
                         "stage1": stage1_metrics,
                         "stage2": stage2_metrics,
                     },
@@ -257,8 +305,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train the ancestry model and the hypernetwork")
     stages = train.add_subparsers(dest="stage", required=True)
 
-    ancestry = stages.add_parser("ancestry", help="the ancestry ViT and task embeddings")
+    ancestry = stages.add_parser(
+        "ancestry", help="the ancestry ViT and GPT-2 and their task embeddings"
+    )
     _common(ancestry)
+    ancestry.add_argument(
+        "--modality",
+        choices=MODALITIES,
+        default="both",
+        help="train the image ancestry (ViT), the text ancestry (GPT-2) or both",
+    )
+    ancestry.add_argument("--n-layer", type=int, default=None, help="text ancestry blocks")
+    ancestry.add_argument("--n-embd", type=int, default=None, help="text ancestry width")
+    ancestry.add_argument("--n-head", type=int, default=None, help="text ancestry heads")
     ancestry.add_argument("--depth", type=int, default=None)
     ancestry.add_argument("--embed-dim", type=int, default=None)
     ancestry.add_argument("--num-heads", type=int, default=None)
@@ -311,9 +370,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     default.add_argument("--store", type=Path, default=None)
     recipe = CPU_RECIPE
     default.add_argument("--ancestry-steps", type=int, default=recipe.ancestry_steps)
+    default.add_argument("--text-ancestry-steps", type=int, default=recipe.text.ancestry_steps)
     _ancestry_from_option(default)
-    default.add_argument("--stage1-steps", type=int, default=recipe.stage1_steps)
-    default.add_argument("--stage2-steps", type=int, default=recipe.stage2_steps)
+    default.add_argument(
+        "--stage1-steps", type=int, default=recipe.stage1_steps, help="image steps of stage 1"
+    )
+    default.add_argument(
+        "--stage2-steps", type=int, default=recipe.stage2_steps, help="image steps of stage 2"
+    )
+    default.add_argument(
+        "--text-stage1-steps",
+        type=int,
+        default=recipe.text.stage1_steps,
+        help="GPT-2 / text steps of stage 1, interleaved with its image steps",
+    )
+    default.add_argument("--text-stage2-steps", type=int, default=recipe.text.stage2_steps)
     default.add_argument(
         "--stage2-task-temperature",
         type=float,

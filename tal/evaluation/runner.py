@@ -77,6 +77,7 @@ def _train_method(name: str, config: EvalConfig, dist: DistInfo) -> tuple[Learng
         batch_size=config.batch_size,
         task_conditioning=recipe.task_conditioning,
         eval_every=config.check_every or max(config.stage1_steps, config.stage2_steps),
+        text_library=None,  # the image evaluation trains on images only (text: tal.evaluation.text)
     )
     stage1 = HypernetTrainer(
         HypernetTrainConfig(

@@ -34,6 +34,13 @@ class DecoderConfig:
     low-rank ``A @ B`` cut from ``basis_size`` (tiled beyond it). ``span_scaling`` scales the
     structured part by ``sqrt(rank / fan_in)`` so that it has the fan-in gain on the inputs it
     sees (those in its row space) instead of on isotropic ones.
+
+    ``token_basis`` (ours): the rows of a token-indexed matrix (GPT-2's token embedding, an
+    untied LM head) carry no order, so they are not decoded along the row index: their row basis
+    is the text ancestry's token table (``TALHypernet.set_token_table``). A GPT-2 of another
+    vocabulary is Hugging Face's own initialisation of the whole model, each tensor from a
+    generator seeded by its name and shape. Without it (the GHN-3 and LoGAH baselines) token rows
+    are decoded like any other.
     """
 
     basis: BasisKind = "relative"
@@ -41,6 +48,7 @@ class DecoderConfig:
     core_rank: int | None = None  # None: full basis_size x basis_size core
     hidden: int = 128
     span_scaling: bool = True
+    token_basis: bool = True
 
     def __post_init__(self) -> None:
         if self.basis not in get_args(BasisKind):
@@ -116,11 +124,15 @@ PRESETS: dict[str, HypernetConfig] = {
     "tal": HypernetConfig(),
     "ghn3": HypernetConfig(
         encoder=_NO_TASK,
-        decoder=DecoderConfig(basis="periodic", basis_size=64, span_scaling=False),
+        decoder=DecoderConfig(
+            basis="periodic", basis_size=64, span_scaling=False, token_basis=False
+        ),
     ),
     "logah": HypernetConfig(
         encoder=_NO_TASK,
-        decoder=DecoderConfig(basis="periodic", basis_size=1024, core_rank=16, span_scaling=False),
+        decoder=DecoderConfig(
+            basis="periodic", basis_size=1024, core_rank=16, span_scaling=False, token_basis=False
+        ),
     ),
 }
 

@@ -17,10 +17,20 @@ Vectors are ``P(n) c`` through a bounded map (biases ``~0``, norm scales ``~1``)
 produce ``c`` and the scalars are zero-initialised, so an untrained decoder gives timm's
 default biases and norms. Cores of all slots come from one batched MLP call; slots of equal
 shape are expanded together.
+
+Token-indexed rows (``ParamSlot.token_rows``: GPT-2's token embedding, an untied LM head) have
+no order, so with ``DecoderConfig.token_basis`` their row basis is the text ancestry's token
+table ``T (vocab, d)`` instead of ``P(vocab)``: ``W = s * T A R / rms`` (with a tied head the
+logits then live in the ancestry's token space). What the hypernetwork learned of GPT-2 lives
+in that token space: for a vocabulary the table does not cover, the whole model is Hugging
+Face's initialisation (:func:`hugging_face_std`), each tensor drawn from a generator seeded by
+its name and shape, so it is exactly as good a start as Hugging Face's default (served blocks
+with a foreign vocabulary trained worse: docs/lab/text.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
@@ -47,6 +57,48 @@ BASIS_CACHE_ENTRIES = 64
 # cores) when the output is float32 and written in place.
 COMPOSE_CHUNK_ELEMENTS = 2**20
 PLAN_CACHE_ENTRIES = 256  # export plans' decoding groups kept (plans are cached per spec too)
+HF_INIT_STD = 0.02  # GPT2Config.initializer_range: Hugging Face's normal init of embeddings
+SEED_BYTES = 8
+
+
+@dataclass(frozen=True)
+class LowRankMatrix:
+    """A predicted ``(rows, cols)`` matrix kept as its factors ``left (rows, r) @ right (r,
+    cols)``, so that training never builds GPT-2's ``(vocab, width)`` token embedding: rows are
+    looked up and products taken through the factors, differentiably."""
+
+    left: torch.Tensor
+    right: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.left.shape[0], self.right.shape[1]
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """``W[index]``: ``index (...)`` int64 -> ``(..., cols)``."""
+        return self.left[index] @ self.right
+
+    def times_transpose(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W^T``: ``(..., cols)`` -> ``(..., rows)`` (a tied LM head's logits)."""
+        return (x @ self.right.T) @ self.left.T
+
+    def dense(self) -> torch.Tensor:
+        return self.left @ self.right
+
+
+def hugging_face_std(slot: ParamSlot) -> float:
+    """GPT-2's initialisation in transformers: normal with std 0.02 for every weight and
+    embedding, ``0.02 / sqrt(2 * n_layer)`` for the projections into the residual stream (the
+    slots whose gain is below 1)."""
+    return HF_INIT_STD * math.sqrt(min(1.0, slot.gain))
+
+
+def seeded_normal(name: str, rows: int, cols: int, std: float = HF_INIT_STD) -> torch.Tensor:
+    """``(rows, cols)`` float32 normal values with ``std``, from a CPU generator seeded by the
+    slot's name and shape: the same values on every device and in every output dtype."""
+    digest = hashlib.sha256(f"{name}:{rows}x{cols}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:SEED_BYTES], "big") >> 1)
+    return torch.randn(rows, cols, generator=generator) * std
 
 
 class CosineBasis(nn.Module):
@@ -151,6 +203,59 @@ class ParamDecoder(nn.Module):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
         self.basis = BASES[config.basis](d)
+        self.register_buffer("token_table", None, persistent=False)
+        self._token_gram: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def set_token_table(self, table: torch.Tensor | None) -> None:
+        """The row basis of token-indexed matrices, ``(vocab, basis_size)`` (the text ancestry's
+        token table; ``tal.checkpoints.text_ancestry``), or None: every such matrix is then
+        Hugging Face's seeded initialisation. Not saved with the decoder's weights."""
+        if table is not None and (table.ndim != 2 or table.shape[1] != self.config.basis_size):
+            raise ValueError(
+                f"token table must be (vocab, {self.config.basis_size}), got {tuple(table.shape)}"
+            )
+        device = self.kind_embedding.weight.device
+        self.token_table = None if table is None else table.detach().float().to(device)
+        self._token_gram = None
+
+    def _token_basis(self, rows: int) -> torch.Tensor | None:
+        """The token table when it covers a vocabulary of ``rows`` tokens, else None."""
+        table = self.token_table
+        return table if table is not None and table.shape[0] == rows else None
+
+    def _token_table_gram(self, table: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``T^T T`` ``(d, d)`` (cached per table)."""
+        if self._token_gram is None or self._token_gram[0] is not table:
+            with torch.inference_mode(False), torch.no_grad():
+                gram = table.double().T @ table.double()
+            self._token_gram = (table, gram)
+        return self._token_gram[1].to(dtype)
+
+    def _hugging_face_init(
+        self,
+        plan: ExportPlan,
+        dtype: torch.dtype,
+        device: torch.device,
+        out: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Every tensor of ``plan`` as transformers initialises GPT-2 (norm scales 1, biases 0,
+        weights and embeddings :func:`seeded_normal` with :func:`hugging_face_std`), written
+        into ``out`` when given (as :meth:`forward`)."""
+        slots = [slot for slot, _ in plan.pieces]
+        groups = slot_groups(plan)
+        vector_groups, matrix_groups = groups.vectors, groups.matrices
+        in_place = not torch.is_grad_enabled()
+        writer = _OutputWriter(plan, groups.ordered, dtype, device, in_place, out)
+        for length, members in vector_groups.items():
+            ones = torch.tensor([slots[i].kind == ParamKind.NORM_SCALE for i in members])
+            writer.vectors(members, ones[:, None].float().expand(-1, length).to(device))
+        for (rows, cols, _, _), members in matrix_groups.items():
+            values = [
+                seeded_normal(slots[i].name, rows, cols, hugging_face_std(slots[i]))
+                for i in members
+            ]
+            writer.dense(members, values)
+        return writer.result()
 
     def _cores(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(S, hidden)`` -> factors ``A (S, d, r)`` and ``B (S, d, r)`` with ``C = A B^T``;
@@ -204,6 +309,7 @@ class ParamDecoder(nn.Module):
         nodes: torch.Tensor,
         plan: ExportPlan,
         dtype: torch.dtype = torch.float32,
+        factor_token_rows: bool = False,
         out: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Decodes every slot of ``plan`` (differentiable when grad is enabled).
@@ -216,6 +322,9 @@ class ParamDecoder(nn.Module):
             nodes: ``(N, node_dim)`` node embeddings from the encoder.
             plan: output names, row ranges and shapes (``tal.arch.formats.export_plan``).
             dtype: output dtype (computation is float32).
+            factor_token_rows: decoded token-indexed matrices are returned as
+                :class:`LowRankMatrix` factors instead of tensors (training; float32, built
+                functionally even without autograd).
             out: the flat buffer to write into, ``(total elements,)`` of ``dtype`` on the
                 nodes' device (e.g. a safetensors blob's payload); default: one from the
                 output pool. Only without autograd.
@@ -224,6 +333,10 @@ class ParamDecoder(nn.Module):
             ``{name: tensor}`` in plan order, aliases included.
         """
         slots = [slot for slot, _ in plan.pieces]
+        if self.config.token_basis and any(
+            s.token_rows and self._token_basis(s.rows) is None for s in slots
+        ):
+            return self._hugging_face_init(plan, dtype, nodes.device, out)
         node_index = torch.tensor([s.node for s in slots], device=nodes.device)
         kind_index = torch.tensor([int(s.kind) for s in slots], device=nodes.device)
         hidden = self.trunk(nodes[node_index] + self.kind_embedding(kind_index))
@@ -231,7 +344,7 @@ class ParamDecoder(nn.Module):
         vectors = self.vector_head(hidden)
         groups = slot_groups(plan)
         vector_groups, matrix_groups = groups.vectors, groups.matrices
-        in_place = not torch.is_grad_enabled()
+        in_place = not torch.is_grad_enabled() and not factor_token_rows
         if out is not None and not in_place:
             raise ValueError("out= writes in place: call without autograd (torch.no_grad)")
         writer = _OutputWriter(plan, groups.ordered, dtype, nodes.device, in_place, out)
@@ -244,13 +357,19 @@ class ParamDecoder(nn.Module):
         amplitude = self._scales([slots[i] for i in matrix_slots], log_gain[matrix_slots])
         a, b = self._cores(hidden[matrix_slots])
         start = 0
-        for (rows, cols, _), members in matrix_groups.items():
+        for (rows, cols, _, tokens), members in matrix_groups.items():
             group = slice(start, start + len(members))
             start += len(members)
             core_a = a[group]  # (n, d, r)
-            left = self.basis.project(rows, core_a)  # (n, rows, r)
+            token_basis = self._token_basis(rows) if tokens and self.config.token_basis else None
+            if token_basis is not None:
+                left = token_basis.to(a.dtype) @ core_a  # (n, vocab, r)
+                row_gram = self._token_table_gram(token_basis, a.dtype).to(a.device)
+            else:
+                left = self.basis.project(rows, core_a)  # (n, rows, r)
+                row_gram = self.basis.gram(rows, a.dtype).to(a.device)
             # ||L R||^2 = sum((A^T G_rows A) * (B^T G_cols B)), with the d x d Grams of the bases
-            gram = core_a.transpose(1, 2) @ self.basis.gram(rows, a.dtype).to(a.device) @ core_a
+            gram = core_a.transpose(1, 2) @ row_gram @ core_a
             if b is None:
                 eye = torch.eye(self.rank, device=a.device, dtype=a.dtype)
                 right = self.basis.project(cols, eye)[None]  # (1, cols, r), shared
@@ -262,30 +381,21 @@ class ParamDecoder(nn.Module):
                     core_b.transpose(1, 2) @ self.basis.gram(cols, a.dtype).to(a.device) @ core_b
                 )
             rms = torch.sqrt(gram.sum((1, 2)) / (rows * cols)) + RMS_EPS  # (n,)
-            writer.matrices(
-                members,
-                left * (amplitude[group] / rms)[:, None, None],
-                right.transpose(1, 2),
-            )
+            left = left * (amplitude[group] / rms)[:, None, None]
+            if factor_token_rows and slots[members[0]].token_rows:
+                writer.factors(members, left, right.transpose(1, 2))
+            else:
+                writer.matrices(members, left, right.transpose(1, 2))
         return writer.result()
-
-
-def _bounded(kinds: list[ParamKind], raw: torch.Tensor) -> torch.Tensor:
-    """Maps raw vector values ``(n, length)`` into their trainable range: norm scales ``~1``,
-    biases ``~0``."""
-    is_norm = torch.tensor([k == ParamKind.NORM_SCALE for k in kinds], device=raw.device)
-    squashed = torch.tanh(raw)
-    norm = 1 + NORM_SCALE_RANGE * squashed
-    return torch.where(is_norm[:, None], norm, BIAS_LIMIT * squashed)
 
 
 @dataclass(frozen=True)
 class SlotGroups:
     """Slots that are decoded together: vectors by length, matrices by ``(rows, cols,
-    transposed)``, each in plan order (indices into ``plan.pieces``)."""
+    transposed, token_rows)``, each in plan order (indices into ``plan.pieces``)."""
 
     vectors: dict[int, list[int]]
-    matrices: dict[tuple[int, int, bool], list[int]]
+    matrices: dict[tuple[int, int, bool, bool], list[int]]
 
     @property
     def ordered(self) -> list[list[int]]:
@@ -297,12 +407,12 @@ class SlotGroups:
 def slot_groups(plan: ExportPlan) -> SlotGroups:
     """The decoding groups of ``plan``'s slots."""
     vectors: dict[int, list[int]] = defaultdict(list)
-    matrices: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
+    matrices: dict[tuple[int, int, bool, bool], list[int]] = defaultdict(list)
     for i, (slot, _) in enumerate(plan.pieces):
         if slot.is_vector:
             vectors[slot.rows].append(i)
         else:
-            matrices[(slot.rows, slot.cols, slot.transposed)].append(i)
+            matrices[(slot.rows, slot.cols, slot.transposed, slot.token_rows)].append(i)
     return SlotGroups(dict(vectors), dict(matrices))
 
 
@@ -313,6 +423,15 @@ def arena_pieces(plan: ExportPlan) -> list[ExportPiece]:
     return [
         piece for group in slot_groups(plan).ordered for i in group for piece in plan.pieces[i][1]
     ]
+
+
+def _bounded(kinds: list[ParamKind], raw: torch.Tensor) -> torch.Tensor:
+    """Maps raw vector values ``(n, length)`` into their trainable range: norm scales ``~1``,
+    biases ``~0``."""
+    is_norm = torch.tensor([k == ParamKind.NORM_SCALE for k in kinds], device=raw.device)
+    squashed = torch.tanh(raw)
+    norm = 1 + NORM_SCALE_RANGE * squashed
+    return torch.where(is_norm[:, None], norm, BIAS_LIMIT * squashed)
 
 
 class _OutputWriter:
@@ -411,6 +530,27 @@ class _OutputWriter:
                 if slot.transposed:
                     value = value.T
                 self._store(piece, value.reshape(piece.stored_shape))
+
+    def dense(self, members: list[int], values: list[torch.Tensor]) -> None:
+        """Matrix slots ``members`` given whole: ``values[j]`` is slot j's logical ``(rows,
+        cols)`` float32 matrix (computed outside the decoder, no gradient)."""
+        for j, i in enumerate(members):
+            slot, pieces = self.plan.pieces[i]
+            value = values[j].to(self.device)
+            for piece in pieces:
+                part = value[piece.row_start : piece.row_stop]
+                part = part.T if slot.transposed else part
+                self._store(piece, part.reshape(piece.stored_shape))
+
+    def factors(self, members: list[int], left: torch.Tensor, right: torch.Tensor) -> None:
+        """Matrix slots ``members`` kept as :class:`LowRankMatrix`: ``left (n, rows, r)``
+        already scaled, ``right (n or 1, r, cols)`` (the writer is not in place)."""
+        for j, i in enumerate(members):
+            slot, pieces = self.plan.pieces[i]
+            if slot.transposed or len(pieces) != 1:
+                raise ValueError(f"{slot.name}: only whole, untransposed matrices are factored")
+            factor = LowRankMatrix(left[j], right[min(j, right.shape[0] - 1)])
+            self.outputs[pieces[0].name] = factor  # type: ignore[assignment]
 
     def _compose_block(self, members: list[int], left: torch.Tensor, right: torch.Tensor) -> None:
         """In place: ``W_j = left_j @ right_j`` for a whole group, in batched products of at most

@@ -11,7 +11,7 @@ from tal.arch.formats import OutputFormat, check_format, export_plan
 from tal.arch.graph import build_graph
 from tal.arch.specs import GPT2Spec, ViTSpec
 from tal.hypernet.config import PRESETS, HypernetConfig
-from tal.hypernet.decoder import ParamDecoder
+from tal.hypernet.decoder import LowRankMatrix, ParamDecoder
 from tal.hypernet.encoder import GraphEncoder
 
 GRAPH_CACHE_ENTRIES = 256  # encoder inputs kept per (spec, device); bounded for services
@@ -37,6 +37,18 @@ class TALHypernet(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.decoder.kind_embedding.weight.device
+
+    def set_token_table(self, table: torch.Tensor | None) -> None:
+        """The text ancestry's token table ``(vocab, basis_size)``, the row basis of GPT-2's
+        token embedding for that vocabulary (``DecoderConfig.token_basis``), or None. A
+        learngene sets it from its text ancestry; it is not part of ``state_dict``."""
+        self.decoder.set_token_table(table)
+
+    @property
+    def token_vocab_size(self) -> int | None:
+        """The vocabulary the token table covers, or None without one."""
+        table = self.decoder.token_table
+        return None if table is None else int(table.shape[0])
 
     def encode(self, spec: ViTSpec | GPT2Spec, task: torch.Tensor | None = None) -> torch.Tensor:
         """Node embeddings ``(N, hidden)`` of the spec's graph."""
@@ -74,3 +86,15 @@ class TALHypernet(nn.Module):
         """
         plan = export_plan(spec, check_format(spec, format))
         return self.decoder(self.encode(spec, task), plan, dtype=dtype, out=out)
+
+    def factored(
+        self,
+        spec: ViTSpec | GPT2Spec,
+        task: torch.Tensor | None = None,
+        format: OutputFormat = "hf",
+    ) -> dict[str, torch.Tensor | LowRankMatrix]:
+        """Like :meth:`forward` (float32, differentiable), but token-indexed matrices decoded
+        from a basis come back as :class:`LowRankMatrix` factors: training looks up rows and
+        takes LM-head products through them instead of building a ``(vocab, width)`` matrix."""
+        plan = export_plan(spec, check_format(spec, format))
+        return self.decoder(self.encode(spec, task), plan, factor_token_rows=True)

@@ -23,7 +23,7 @@ from pydantic import (
 
 from tal.arch.parse import format_validation_error
 from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
-from tal.hypernet.config import check_decoder_overrides
+from tal.hypernet.config import DecoderConfig, check_decoder_overrides
 from tal.training.recipe import CPU_RECIPE, DISTILLATIONS, PAPER_TASK_TEMPERATURE, DistillTarget
 
 
@@ -77,8 +77,45 @@ class AncestryTrainConfig(_Config):
     seed: int = 0
 
 
+class TextAncestryTrainConfig(_Config):
+    """``tal train ancestry --modality text``: a GPT-2 on the union of the training text tasks
+    (next-token cross-entropy on a subset of positions + the union classifier's)."""
+
+    run_dir: Path = Path("runs/default")
+    n_layer: int = Field(4, ge=1)
+    n_embd: int = Field(
+        64, ge=8, description="at most the hypernetwork's task_dim (the image ancestry's width)"
+    )
+    n_head: int = Field(2, ge=1)
+    steps: int = Field(CPU_RECIPE.text.ancestry_steps, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_tokens: int = Field(64, ge=2, description="tokens per row in training (rows are cut)")
+    lm_positions: int = Field(256, ge=1, description="next-token targets per step's LM loss")
+    lm_weight: float = Field(1.0, ge=0)
+    optim: OptimConfig = OptimConfig(lr=2e-3, weight_decay=1e-2)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    task_temperature: float = Field(PAPER_TASK_TEMPERATURE, gt=0, le=1)
+    eval_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    task_examples: int = Field(TASK_EMBEDDING_EXAMPLES, ge=1, description="rows per embedding")
+    token_basis_size: int = Field(DecoderConfig.basis_size, ge=1)
+    overfit_batch: bool = Field(False, description="reuse step 1's batch (smoke tests)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fits(self) -> TextAncestryTrainConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
+        return self
+
+
 class HypernetTrainConfig(_Config):
-    """``tal train stage1`` / ``stage2`` (one code path; ``stage`` switches the data and task)."""
+    """``tal train stage1`` / ``stage2`` (one code path; ``stage`` switches the data and task).
+
+    With ``text_library`` a share ``text_share`` of the steps (spread evenly, fixed by the step
+    number) trains on GPT-2 graphs of that library and the text tasks
+    (``tal.training.text_hypernet``); the others on ViTs and images, as without it.
+    """
 
     stage: Literal[1, 2] = 1
     run_dir: Path = Path("runs/default")
@@ -122,6 +159,18 @@ class HypernetTrainConfig(_Config):
     overfit_batch: bool = Field(False, description="reuse step 1's batch and archs (smoke)")
     seed: int = 0
     device: str = "auto"
+    text_library: str | None = Field(
+        CPU_RECIPE.text.library,
+        description="GPT-2 model library of the text steps; null: images only",
+    )
+    text_share: float | None = Field(
+        None, ge=0, le=1, description="fraction of steps on text; default: the CPU recipe's"
+    )
+    text_meta_batch: int = Field(CPU_RECIPE.text.meta_batch, ge=1)
+    text_batch_size: int = Field(CPU_RECIPE.text.batch_size, ge=1)
+    text_max_tokens: int = Field(CPU_RECIPE.text.max_tokens, ge=2)
+    text_lm_positions: int = Field(CPU_RECIPE.text.lm_positions, ge=1)
+    text_eval_examples: int = Field(128, ge=1, description="validation rows per text task")
 
     @model_validator(mode="after")
     def _recipe_defaults(self) -> HypernetTrainConfig:
@@ -132,8 +181,12 @@ class HypernetTrainConfig(_Config):
             if self.distill_target is not None
             else CPU_RECIPE.distillation(self.stage)
         )
+        with_text = self.text_library is not None
         defaults = {
-            "steps": CPU_RECIPE.steps(self.stage),
+            "steps": (
+                CPU_RECIPE.steps(self.stage) if with_text else CPU_RECIPE.image_steps(self.stage)
+            ),
+            "text_share": CPU_RECIPE.text_share(self.stage) if with_text else 0.0,
             "task_temperature": CPU_RECIPE.task_temperature(self.stage),
             "distill_target": distillation.distill_target,
             "ce_weight": distillation.ce_weight,

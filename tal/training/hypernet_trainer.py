@@ -8,6 +8,9 @@ ancestry's CLS feature ``a`` and the student's projected CLS feature ``P s``, pl
 predicted-weight norms. Stage 2 samples one task per step (probability ~ (n_i / N)^(1/2)),
 sizes the head to that task and conditions on its embedding. Baselines are switches: the
 ``ghn3`` / ``logah`` decoder presets with ``distill_weight=0`` and no task conditioning.
+
+With a ``text_library``, a share of the steps trains on GPT-2 graphs and the text tasks instead
+(``tal.training.text_hypernet``), so one hypernetwork serves both families.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from tal.training.distributed import DistInfo
 from tal.training.libraries import build_library
 from tal.training.loop import TrainLoop
 from tal.training.state import load_state
+from tal.training.text_data import TEXT
+from tal.training.text_hypernet import TextTraining
 
 MODEL_CACHE_SIZE = 64
 EVAL_BATCH = 256
@@ -119,6 +124,13 @@ class HypernetTrainer(TrainLoop):
         )
         self.conditioning = modulated and config.stage == 2
         self.hypernet = TALHypernet(hyper_config).to(dist.device)
+        self.text = (
+            TextTraining(config, dist, self.ancestry.width, data_limit)
+            if config.text_library
+            else None
+        )
+        if self.text is not None and hyper_config.decoder.token_basis:
+            self.hypernet.set_token_table(self.text.ancestry.token_table())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.projection = nn.Linear(self.library.max_width, self.ancestry.width)
@@ -177,7 +189,12 @@ class HypernetTrainer(TrainLoop):
         padded = F.pad(features.float(), (0, self.library.max_width - features.shape[-1]))
         return self.projection(padded)
 
+    def loss_stream(self, step: int) -> str:
+        return TEXT if self.text is not None and self.text.is_text_step(step) else ""
+
     def train_step(self, step: int) -> float:
+        if self.text is not None and self.text.is_text_step(step):
+            return self.text.train_step(self.hypernet, step, self.conditioning)
         device = self.dist.device
         task, images, labels, num_classes = self._batch(step)
         images, labels = images.to(device), labels.to(device)
@@ -228,6 +245,8 @@ class HypernetTrainer(TrainLoop):
                 accuracies.append(float((logits.argmax(1) == data.labels).float().mean()))
             results[f"heldout_acc/{name}"] = sum(accuracies) / len(accuracies)
         results["heldout_acc_mean"] = sum(results.values()) / len(results)
+        if self.text is not None:
+            results.update(self.text.evaluate(self.hypernet, self.conditioning))
         return results
 
     def _eval_classes(self, task: str) -> int:
@@ -239,10 +258,12 @@ class HypernetTrainer(TrainLoop):
         self, name: str, version: str, root: Path | None, extra: dict[str, Any] | None = None
     ) -> Path:
         """Writes the trained learngene (hypernet, task embeddings, ancestry) to the store."""
+        text_embeddings = self.text.embeddings if self.text is not None else {}
         learngene = Learngene(
             self.hypernet.eval().cpu(),
-            {k: v.cpu() for k, v in self.embeddings.items()},
+            {k: v.cpu() for k, v in {**self.embeddings, **text_embeddings}.items()},
             ancestry=self.ancestry,
+            text_ancestry=self.text.ancestry if self.text is not None else None,
         )
         manifest = {
             "library": {
@@ -256,6 +277,25 @@ class HypernetTrainer(TrainLoop):
             "ancestry_metrics": self.ancestry_summary["metrics"],
             "training": {self.name: json.loads(self.config.model_dump_json())},
             "metrics": self.last_eval,
+            **(self._text_manifest() if self.text is not None else {}),
             **(extra or {}),
         }
         return learngene.save(name, version, root, manifest)
+
+    def _text_manifest(self) -> dict[str, Any]:
+        """What the manifest records of the GPT-2 half."""
+        assert self.text is not None
+        summary = self.text.summary
+        unseen = [t for t in self.text.embeddings if t not in self.text.suite.tasks]
+        return {
+            "text_library": {
+                "name": self.text.library.name,
+                "train": len(self.text.library.train),
+                "held_out": len(self.text.library.held_out),
+            },
+            "text_task_classes": summary["num_classes"],
+            "text_held_out_task": unseen,
+            "text_data_fingerprints": summary["data_fingerprints"],
+            "text_ancestry_metrics": summary["metrics"],
+            "text_ancestry_spec": summary["spec"],
+        }

@@ -1,7 +1,8 @@
 """Model libraries: deterministic sets of architectures the hypernetwork trains on.
 
 Presets follow the TAL / LoGAH papers (``vits-1k``, ``vits-plus-1k``, ``gpts-1k``) plus CPU-sized
-ones (``cpu``, ``cpu-plus``) for 32 px, one-channel images. Each library has a fixed held-out
+ones (``cpu``, ``cpu-plus``) for 32 px, one-channel images, and ``gpt2-cpu`` for GPT-2 with
+GPT-2's vocabulary. Each library has a fixed held-out
 split chosen by hashing each architecture's canonical JSON, so the split does not depend on
 sampling order and training never sees a held-out architecture.
 """
@@ -47,6 +48,7 @@ class LibraryPreset:
     mlp_ratios: tuple[float, ...] = (4.0,)
     vocab_size: int = 50_257
     n_positions: int = 1_024
+    positions: tuple[int, ...] = ()  # GPT-2 context lengths to draw from (default: n_positions)
 
 
 _CPU_IMAGES = dict(
@@ -81,6 +83,15 @@ PRESETS: dict[str, LibraryPreset] = {
     "cpu-plus": LibraryPreset(
         "vit", (WidthRule(2, 8, 64, 256, 32),), CPU_LIBRARY_SIZE, **_CPU_IMAGES
     ),
+    # GPT-2 on a CPU: depth 2-6, width 64-256, heads of width 16-64, context 128-256 tokens,
+    # GPT-2's vocabulary (the text tasks' tokenizer).
+    "gpt2-cpu": LibraryPreset(
+        "gpt2",
+        (WidthRule(2, 6, 64, 256, 32),),
+        CPU_LIBRARY_SIZE,
+        head_dims=(16, 64),
+        positions=(128, 192, 256),
+    ),
 }
 
 
@@ -114,14 +125,16 @@ def _candidates(preset: LibraryPreset) -> list[tuple[int, int]]:
     ]
 
 
-def _make(preset: LibraryPreset, depth: int, width: int, heads: int, mlp_ratio: float):
+def _make(
+    preset: LibraryPreset, depth: int, width: int, heads: int, mlp_ratio: float, positions: int
+):
     if preset.family == "gpt2":
         return GPT2Spec(
             n_layer=depth,
             n_embd=width,
             n_head=heads,
             vocab_size=preset.vocab_size,
-            n_positions=preset.n_positions,
+            n_positions=positions,
         )
     return ViTSpec(
         depth=depth,
@@ -148,7 +161,8 @@ def build_library(name: str, seed: int = 0) -> ModelLibrary:
         for heads in range(1, width // low + 1):
             if width % heads == 0 and low <= width // heads <= high:
                 for ratio in preset.mlp_ratios:
-                    options.append((depth, width, heads, ratio))
+                    for positions in preset.positions or (preset.n_positions,):
+                        options.append((depth, width, heads, ratio, positions))
     if not options:
         raise ValueError(f"library {name!r} has no valid architecture")
     rng.shuffle(options)

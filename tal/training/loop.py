@@ -57,6 +57,11 @@ class TrainLoop:
     def evaluate(self) -> dict[str, float]:
         return {}
 
+    def loss_stream(self, step: int) -> str:
+        """The kind of ``step`` whose running loss the guard compares it with ("" by default;
+        a stage that mixes kinds of steps names them)."""
+        return ""
+
     # ------------------------------------------------------------------------------------
     @property
     def state_path(self) -> Path:
@@ -109,7 +114,7 @@ class TrainLoop:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
             loss = all_sum(self.train_step(step), self.dist)
-            if self.guard.check(loss, step):
+            if self.guard.check(loss, step, self.loss_stream(step)):
                 average_gradients(params, self.dist)
                 torch.nn.utils.clip_grad_norm_(params, self.optim_config.grad_clip)
                 self.optimizer.step()

@@ -6,7 +6,7 @@ Each value carries the measurement behind it in docs/lab/ablations.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 DistillTarget = Literal["features", "logits"]
@@ -30,6 +30,33 @@ DISTILLATIONS: dict[DistillTarget, Distillation] = {
 
 
 @dataclass(frozen=True)
+class TextRecipe:
+    """The GPT-2 half: the text ancestry and the text steps of each hypernetwork stage.
+
+    Attributes:
+        ancestry_steps: optimiser steps of the text ancestry GPT-2.
+        stage1_steps, stage2_steps: text steps interleaved with each stage's image steps (one
+            checkpoint serves both families).
+        library: the GPT-2 model library (``tal.training.libraries``).
+        meta_batch, batch_size, max_tokens, lm_positions: GPT-2 architectures per text step;
+            token rows per step, cut to ``max_tokens``; next-token targets the LM loss is
+            estimated on (``tal.training.text_data.sample_lm_positions``).
+    """
+
+    ancestry_steps: int = 1000
+    stage1_steps: int = 400
+    stage2_steps: int = 800
+    library: str = "gpt2-cpu"
+    meta_batch: int = 2
+    batch_size: int = 16
+    max_tokens: int = 64
+    lm_positions: int = 128
+
+    def steps(self, stage: int) -> int:
+        return self.stage1_steps if stage == 1 else self.stage2_steps
+
+
+@dataclass(frozen=True)
 class TrainingRecipe:
     """Budgets and choices of the ancestry, stage 1 and stage 2.
 
@@ -42,6 +69,7 @@ class TrainingRecipe:
             ``~ (n_i / N)^T``; stage 2 near-uniform, so the small glyph tasks get their share.
         stage1_distillation, stage2_distillation: what each stage distils from the ancestry
             (``DISTILLATIONS``): stage 1 its features, as the authors do; stage 2 its logits.
+        text: the GPT-2 half of the recipe (:class:`TextRecipe`).
     """
 
     ancestry_steps: int = 1200
@@ -55,10 +83,18 @@ class TrainingRecipe:
     stage2_task_temperature: float = 0.1
     stage1_distillation: DistillTarget = "features"
     stage2_distillation: DistillTarget = "logits"
+    text: TextRecipe = field(default_factory=lambda: TextRecipe())
 
     def steps(self, stage: int) -> int:
-        """The steps of hypernetwork stage 1 or 2."""
+        """All steps of hypernetwork stage 1 or 2: the image steps plus the text steps."""
+        return self.image_steps(stage) + self.text.steps(stage)
+
+    def image_steps(self, stage: int) -> int:
         return self.stage1_steps if stage == 1 else self.stage2_steps
+
+    def text_share(self, stage: int) -> float:
+        """The fraction of a stage's steps that train on GPT-2 graphs and text."""
+        return self.text.steps(stage) / self.steps(stage)
 
     def task_temperature(self, stage: int) -> float:
         return self.stage1_task_temperature if stage == 1 else self.stage2_task_temperature

@@ -25,30 +25,36 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class LossGuard:
-    """Flags a loss that is non-finite or ``explode_factor`` x above its running mean."""
+    """Flags a loss that is non-finite or ``explode_factor`` x above its running mean.
+
+    Steps of different kinds (``stream``: image and text steps of one stage) keep separate
+    running means, since their losses have different scales.
+    """
 
     config: GuardConfig
-    running_mean: float | None = None
+    running_mean: float | None = None  # of the default stream ""
     bad_steps: int = 0
     rollbacks: int = 0
     lr_scale: float = 1.0
     history: list[int] = field(default_factory=list)  # steps that were skipped
+    stream_means: dict[str, float] = field(default_factory=dict)  # of the other streams
 
-    def check(self, loss: float, step: int) -> bool:
+    def check(self, loss: float, step: int, stream: str = "") -> bool:
         """True if the step may be applied."""
+        mean = self.running_mean if stream == "" else self.stream_means.get(stream)
         bad = not math.isfinite(loss) or (
-            self.running_mean is not None and loss > self.config.explode_factor * self.running_mean
+            mean is not None and loss > self.config.explode_factor * mean
         )
         if bad:
             self.bad_steps += 1
             self.history.append(step)
             return False
         self.bad_steps = 0
-        self.running_mean = (
-            loss
-            if self.running_mean is None
-            else (GUARD_MEAN_DECAY * self.running_mean + (1 - GUARD_MEAN_DECAY) * loss)
-        )
+        mean = loss if mean is None else GUARD_MEAN_DECAY * mean + (1 - GUARD_MEAN_DECAY) * loss
+        if stream == "":
+            self.running_mean = mean
+        else:
+            self.stream_means[stream] = mean
         return True
 
     @property
@@ -71,6 +77,7 @@ class LossGuard:
             "rollbacks": self.rollbacks,
             "lr_scale": self.lr_scale,
             "history": self.history[-100:],
+            "stream_means": dict(self.stream_means),
         }
 
     def load(self, data: dict) -> None:
@@ -78,3 +85,4 @@ class LossGuard:
         self.rollbacks = data.get("rollbacks", 0)
         self.lr_scale = data.get("lr_scale", 1.0)
         self.history = list(data.get("history", []))
+        self.stream_means = dict(data.get("stream_means", {}))

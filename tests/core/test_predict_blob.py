@@ -103,7 +103,7 @@ def test_bad_requests_are_refused_before_anything_is_allocated(fresh_learngene):
     vit = ViTSpec(depth=1, embed_dim=8, num_heads=1, img_size=8, patch_size=4, num_classes=2)
     with pytest.raises(ValueError, match="dtype must be one of"):
         predict_blob(vit, None, "timm", "int8", learngene=fresh_learngene)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="only available in format 'hf'"):
+    with pytest.raises(ValueError, match="not 'timm'"):
         predict_blob(
             GPT2Spec(n_layer=1, n_embd=8, n_head=1), None, "timm", learngene=fresh_learngene
         )

@@ -108,5 +108,5 @@ def test_gpt2_tied_head_aliases_the_embedding(fresh_learngene):
     spec = GPT2Spec(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=8)
     state = fresh_learngene.predict(spec, format="hf")
     assert state["lm_head.weight"] is state["transformer.wte.weight"]
-    with pytest.raises(ValueError, match="only available in format 'hf'"):
+    with pytest.raises(ValueError, match="available in format 'hf'"):
         fresh_learngene.predict(spec, format="timm")

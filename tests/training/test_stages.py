@@ -1,4 +1,5 @@
-"""Few-step runs of every stage, resume after a kill, and the 2-process run."""
+"""Few-step runs of every stage, resume after a kill, and the 2-process run (the command-line
+runs mix image and text steps, as the recipe does)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def losses(run_dir, stage):
 
 
 def tiny_stage_config(run_dir, stage=1, **overrides) -> HypernetTrainConfig:
+    """Image steps only (mixed families: test_text_training.py)."""
     fields = dict(
+        text_library=None,
         stage=stage,
         run_dir=run_dir,
         steps=12,
