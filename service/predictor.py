@@ -28,11 +28,11 @@ from tal.arch.specs import GPT2Spec, SpecError, ViTSpec
 from tal.checkpoints.learngene import Learngene
 from tal.checkpoints.provenance import code_version
 from tal.heads.choice import HEAD_DISCRIMINANT, HEAD_PREDICTED, ServedHead
+from tal.heads.support import Support
 from tal.predict import predict_blob
-from tal.tasks import TaskData
 
 Spec = ViTSpec | GPT2Spec
-SupportLoader = Callable[[], Awaitable[TaskData]]
+SupportLoader = Callable[[], Awaitable[Support]]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class BlobRequest:
     task: str | None
     format: str
     dtype: str
-    head: ServedHead = HEAD_PREDICTED  # or HEAD_DISCRIMINANT: fitted to the task's images
+    head: ServedHead = HEAD_PREDICTED  # or HEAD_DISCRIMINANT: fitted to the task's examples
 
     @property
     def family(self) -> str:
@@ -85,13 +85,13 @@ def compute_entry(
     request: BlobRequest,
     embedding: torch.Tensor | None,
     key: str,
-    support: TaskData | None = None,
+    support: Support | None = None,
 ) -> CacheEntry:
     """Predicts one blob straight into its buffer, tagged for cache key ``key`` (blocking: run
     it in a thread).
 
     ``embedding`` is the task's ``(task_dim,)`` vector or None (unconditioned); ``support``,
-    the task's labelled images, when the request fits a discriminant head to them.
+    the task's labelled examples, when the request fits a discriminant head to them.
     """
     start = time.perf_counter()
     result = predict_blob(
@@ -138,7 +138,7 @@ class Predictor:
     def key(self, model_version: str, request: BlobRequest, task: ResolvedTask) -> str:
         head = request.head
         if request.fits_head:
-            assert task.support is not None  # choose_head fits heads to tasks with images
+            assert task.support is not None  # choose_head fits heads to tasks with examples
             head = f"{head}:{task.support.digest}"
         return BlobKey(
             model_version,
@@ -158,7 +158,7 @@ class Predictor:
         load_support: SupportLoader | None = None,
     ) -> tuple[CacheEntry, str | None]:
         """``(entry, tier)``: tier is ``"memory"`` / ``"redis"`` for hits, None for misses.
-        ``load_support`` reads the task's images, on a miss that fits a head."""
+        ``load_support`` reads the task's examples, on a miss that fits a head."""
         entry, tier = await self.cache.get(key)
         if entry is not None:
             return entry, tier

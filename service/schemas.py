@@ -97,6 +97,11 @@ class TaskInfo(BaseModel):
     expires_at: datetime | None = Field(
         None, description="when the registration expires (UTC); null = never"
     )
+    modality: Literal["image", "text"] | None = Field(
+        None,
+        description="what the task's examples are: images condition ViTs, texts GPT-2s; null "
+        "for a task registered from an embedding vector (either family)",
+    )
 
 
 class TaskList(BaseModel):
@@ -111,10 +116,12 @@ class TaskRegistered(BaseModel):
     shared: bool = Field(description="stored in Redis, so every replica sees it")
     model_version: str
     support_images: int = Field(
-        0, description="labelled images kept to fit heads to (0: heads stay predicted)"
+        0,
+        description="labelled examples (images or texts) kept to fit heads to (0: heads stay "
+        "predicted)",
     )
     classes: int | None = Field(None, description="classes of the uploaded labels")
-    note: str | None = Field(None, description="why no images were kept, when none were")
+    note: str | None = Field(None, description="why no examples were kept, when none were")
     owner: str | None = Field(
         None, description="the task's owner (a replacement by an admin keeps the owner)"
     )

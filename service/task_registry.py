@@ -7,11 +7,12 @@ Redis (``service.task_store``), so every replica sees them: a replica looks a re
 in Redis on each use (a few hundred bytes), so a task deleted or expired anywhere is unknown
 everywhere at once; it falls back to its own copy only when Redis cannot answer.
 
-A task registered from labelled images also keeps those images (its *support*, at most
-``task_support_images`` of them, a few MB) so that heads can be fitted to it
-(``tal.heads.support.fit_head_to_support``). Each use reads only the support's reference (its hash
-and class count); the images themselves are read on a cache miss that fits a head, and kept in
-memory for the ``max_local_task_supports`` most recently used tasks.
+A task registered from labelled images or texts also keeps those examples (its *support*, at
+most ``task_support_images`` of them, a few MB) so that heads can be fitted to it
+(``tal.heads.support.fit_head_to_support``). Each use reads only the support's reference (its
+hash, class count and modality: images condition ViTs, texts GPT-2s); the examples themselves
+are read on a cache miss that fits a head, and kept in memory for the
+``max_local_task_supports`` most recently used tasks.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -31,9 +32,11 @@ from service.core.errors import Conflict, InvalidInput, Unavailable
 from service.core.identity import ANONYMOUS, Caller
 from service.core.logging import LOGGER
 from service.task_store import LocalTaskStore, NewTask, RedisTaskStore, TaskRecord
+from tal.arch.specs import GPT2Spec, ViTSpec
 from tal.checkpoints.learngene import Learngene
-from tal.heads.support import support_from_bytes, support_to_bytes
-from tal.tasks import TaskData
+from tal.heads.support import Support, modality_of, support_from_bytes, support_to_bytes
+from tal.tasks import get_task_info
+from tal.tasks.data import Modality
 from tal.tasks.errors import UnknownTaskError
 
 EMBEDDING_DTYPE = np.float32
@@ -42,6 +45,7 @@ SOURCE_REGISTERED = "registered"
 SUPPORT_DIGEST_HEX_CHARS = 16
 REFERENCE_SEPARATOR = ":"
 RETRY_SUPPORT_SECONDS = 1
+FAMILY_OF_MODALITY = {"image": "vit", "text": "gpt2"}
 
 
 def _decode(data: bytes, task_dim: int) -> torch.Tensor | None:
@@ -62,39 +66,66 @@ def support_digest(blob: bytes) -> str:
 
 @dataclass(frozen=True)
 class SupportRef:
-    """Which labelled images a registered task keeps, without the images."""
+    """Which labelled examples (images or texts) a registered task keeps, without them."""
 
     digest: str  # of the support blob
     classes: int
     examples: int
+    modality: Modality = "image"
 
     def encode(self) -> bytes:
-        fields = (self.digest, str(self.classes), str(self.examples))
+        fields = (self.digest, str(self.classes), str(self.examples), self.modality)
         return REFERENCE_SEPARATOR.join(fields).encode("ascii")
 
     @classmethod
     def decode(cls, data: bytes) -> SupportRef | None:
-        """None for anything this version did not write."""
+        """None for anything this version did not write (references without a modality,
+        written before texts were supported, are images)."""
         try:
-            digest, classes, examples = data.decode("ascii").split(REFERENCE_SEPARATOR)
-            return cls(digest, int(classes), int(examples))
+            digest, classes, examples, *modality = data.decode("ascii").split(REFERENCE_SEPARATOR)
+            kind = modality[0] if modality else "image"
+            if len(modality) > 1 or kind not in get_args(Modality):
+                return None
+            return cls(digest, int(classes), int(examples), kind)  # type: ignore[arg-type]
         except (UnicodeDecodeError, ValueError):
             return None
 
     @classmethod
-    def of(cls, blob: bytes, support: TaskData) -> SupportRef:
-        return cls(support_digest(blob), support.num_classes, len(support.labels))
+    def of(cls, blob: bytes, support: Support) -> SupportRef:
+        return cls(
+            support_digest(blob), support.num_classes, len(support.labels), modality_of(support)
+        )
 
 
 @dataclass(frozen=True)
 class ResolvedTask:
     """A task as one request uses it: its name and embedding ``(task_dim,)`` (both None =
-    unconditioned) and, for a task registered from labelled images, the reference of those
-    images."""
+    unconditioned), for a task registered from labelled examples the reference of those
+    examples, and its modality where known (None: a registered embedding vector)."""
 
     name: str | None
     embedding: torch.Tensor | None
     support: SupportRef | None = None
+    modality: Modality | None = None
+
+    def check_family(self, spec: ViTSpec | GPT2Spec) -> None:
+        """Raises InvalidInput (422) when the task's examples are not the arch's kind: images
+        for a ViT, texts for a GPT-2."""
+        family = FAMILY_OF_MODALITY.get(self.modality) if self.modality else None
+        if family is not None and family != spec.family:
+            raise InvalidInput(
+                f"task: {self.name!r} was registered from {self.modality}s, so it conditions "
+                f"family {family!r} archs, not this arch of family {spec.family!r}; use a "
+                f"{family} arch or a task of {spec.family}'s modality"
+            )
+
+
+def checkpoint_modality(name: str) -> Modality | None:
+    """The modality of a task of the checkpoint (a suite task), or None when unknown."""
+    try:
+        return get_task_info(name).modality
+    except UnknownTaskError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -113,6 +144,7 @@ def timestamp(seconds: float | None) -> datetime | None:
 
 def task_row(record: TaskRecord, embedding: torch.Tensor) -> dict[str, Any]:
     """One registered task as ``GET /v1/tasks`` lists it."""
+    support = SupportRef.decode(record.reference) if record.reference else None
     return {
         "name": record.name,
         "source": SOURCE_REGISTERED,
@@ -120,11 +152,12 @@ def task_row(record: TaskRecord, embedding: torch.Tensor) -> dict[str, Any]:
         "owner": record.owner,
         "created_at": timestamp(record.created),
         "expires_at": timestamp(record.expires),
+        "modality": support.modality if support is not None else None,
     }
 
 
 class TaskRegistry:
-    """Resolves task names to embeddings ``(task_dim,)`` and support images for the serving
+    """Resolves task names to embeddings ``(task_dim,)`` and labelled examples for the serving
     learngene, and registers, lists and deletes tasks on behalf of their owners."""
 
     def __init__(
@@ -143,7 +176,7 @@ class TaskRegistry:
         self.max_tasks_per_owner = max_tasks_per_owner
         self.private_names = private_names
         self.local = LocalTaskStore()
-        self.supports: OrderedDict[str, TaskData] = OrderedDict()  # by support digest, LRU
+        self.supports: OrderedDict[str, Support] = OrderedDict()  # by support digest, LRU
 
     async def _lookup(self, name: str) -> TaskRecord | None:
         """The record of a registered task: Redis when it answers (a copy is kept for when it
@@ -163,7 +196,7 @@ class TaskRegistry:
         if name is None:
             return ResolvedTask(None, None)
         if name in learngene.tasks:
-            return ResolvedTask(name, learngene.tasks[name])
+            return ResolvedTask(name, learngene.tasks[name], None, checkpoint_modality(name))
         task_dim = learngene.hypernet.config.encoder.task_dim
         record = await self._lookup(name)
         embedding = _decode(record.embedding, task_dim) if record is not None else None
@@ -174,16 +207,17 @@ class TaskRegistry:
             raise UnknownTaskError(name, known)
         support = SupportRef.decode(record.reference) if record.reference else None
         device = learngene.hypernet.device
-        return ResolvedTask(name, embedding.to(device), support)
+        modality = support.modality if support is not None else None
+        return ResolvedTask(name, embedding.to(device), support, modality)
 
-    def _keep(self, digest: str, support: TaskData) -> None:
+    def _keep(self, digest: str, support: Support) -> None:
         self.supports[digest] = support
         self.supports.move_to_end(digest)
         while len(self.supports) > self.max_supports:
             self.supports.popitem(last=False)
 
-    async def support_images(self, task: ResolvedTask) -> TaskData:
-        """The labelled images behind ``task.support`` (from memory or Redis).
+    async def support_examples(self, task: ResolvedTask) -> Support:
+        """The labelled examples behind ``task.support`` (from memory or Redis).
 
         Raises Unavailable (503) when they are gone or were replaced since the reference was
         read (the task was re-registered meanwhile): a retry reads the new ones.
@@ -196,7 +230,7 @@ class TaskRegistry:
             return support
         if self.remote is None:
             raise Conflict(
-                f"task {name!r}: its images were dropped from this process's memory (over "
+                f"task {name!r}: its examples were dropped from this process's memory (over "
                 "max_local_task_supports tasks registered, and no Redis to keep them); register "
                 "it again, or ask for head 'predicted'"
             )
@@ -206,7 +240,7 @@ class TaskRegistry:
             self._keep(reference.digest, support)
             return support
         raise Unavailable(
-            f"task {name!r}: its images cannot be read now (the task was re-registered or "
+            f"task {name!r}: its examples cannot be read now (the task was re-registered or "
             "deleted meanwhile, or Redis is unreachable); retry, or ask for head 'predicted'",
             RETRY_SUPPORT_SECONDS,
         )
@@ -233,7 +267,12 @@ class TaskRegistry:
         owner's for an admin (and for everyone when no keys are configured)."""
         task_dim = learngene.hypernet.config.encoder.task_dim
         rows: list[dict[str, Any]] = [
-            {"name": name, "source": SOURCE_CHECKPOINT, "hash": task_hash(embedding)}
+            {
+                "name": name,
+                "source": SOURCE_CHECKPOINT,
+                "hash": task_hash(embedding),
+                "modality": checkpoint_modality(name),
+            }
             for name, embedding in learngene.tasks.items()
         ]
         for record in await self._records(None if caller.admin else caller.owner):
@@ -254,7 +293,7 @@ class TaskRegistry:
         name: str,
         embedding: torch.Tensor,
         learngene: Learngene,
-        support: TaskData | None = None,
+        support: Support | None = None,
         caller: Caller | None = None,
         ttl_seconds: int = 0,
     ) -> Registered:

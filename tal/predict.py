@@ -31,6 +31,7 @@ from tal.heads.choice import HEAD_DISCRIMINANT, HEAD_METADATA_KEY, HEAD_PREDICTE
 from tal.heads.discriminant import DiscriminantHeadFit
 from tal.heads.support import (
     INPUT_NORM_METADATA_KEY,
+    Support,
     check_classes,
     fit_head_to_support,
     norm_metadata,
@@ -40,6 +41,7 @@ from tal.heads.support import (
 from tal.hypernet.arena import OUTPUT_POOL
 from tal.hypernet.decoder import arena_pieces
 from tal.tasks import TaskData
+from tal.tasks.text.data import TextTaskData
 
 CPU = torch.device("cpu")
 
@@ -105,7 +107,7 @@ def predict_blob(
     *,
     learngene: Learngene | None = None,
     embedding: torch.Tensor | None = None,
-    support: TaskData | None = None,
+    support: Support | None = None,
     head: ServedHead = HEAD_PREDICTED,
 ) -> BlobPrediction:
     """Predicted weights of ``arch`` for ``task`` as a safetensors blob (send or cache
@@ -119,8 +121,9 @@ def predict_blob(
         learngene: the hypernetwork (default: :func:`default_learngene`).
         embedding: ``(task_dim,)`` the task's embedding (a task registered or made from
             images); overrides the look-up of ``task``.
-        support: the task's labelled images: ``head="discriminant"`` is fitted to them, and
-            their normalisation is recorded (``tal.input_norm``).
+        support: the task's labelled examples (images or tokenised texts):
+            ``head="discriminant"`` is fitted to them, and images' normalisation is recorded
+            (``tal.input_norm``).
         head: ``"predicted"`` (the hypernetwork's) or ``"discriminant"`` (fitted to ``support``).
 
     Raises:
@@ -140,8 +143,7 @@ def predict_blob(
         return _with_fitted_head(
             learngene, spec, embedding, format, output_dtype, metadata, support
         )
-    if support is not None:
-        assert isinstance(spec, ViTSpec)  # support images describe image tasks
+    if isinstance(support, TaskData) and isinstance(spec, ViTSpec):
         metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(support_for_spec(support, spec).norm)
     layout = _layout(plan, output_dtype, metadata)
     blob = layout.allocate(OUTPUT_POOL.empty(layout.total_bytes, torch.uint8, CPU))
@@ -164,17 +166,18 @@ def _with_fitted_head(
     format: OutputFormat,
     output_dtype: torch.dtype,
     metadata: dict[str, str],
-    support: TaskData | None,
+    support: Support | None,
 ) -> BlobPrediction:
     """Predicts in float32, replaces the head by the one fitted to ``support`` and casts the
     result once into a blob of ``output_dtype``."""
-    if support is None or not isinstance(spec, ViTSpec):
-        raise ValueError("a discriminant head needs a ViT spec and the task's labelled images")
+    if support is None:
+        raise ValueError("a discriminant head needs the task's labelled examples")
     tensors = learngene.predict(spec, embedding, format, "float32")
     tensors, head_fit, norm = fit_head_to_support(
         spec, tensors, support, format, "float32", learngene.hypernet.device
     )
-    metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(norm)
+    if norm is not None:
+        metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(norm)
     blob = _layout(export_plan(spec, format), output_dtype, metadata).allocate()
     blob.write(tensors)
     return BlobPrediction(blob, head_fit)
@@ -201,28 +204,31 @@ class NewTaskPrediction:
 def predict_for_task_data(
     learngene: Learngene,
     arch: SpecLike,
-    data: TaskData,
+    data: Support,
     format: OutputFormat = "timm",
     dtype: OutputDType = "float32",
     examples: int = TASK_EMBEDDING_EXAMPLES,
     fit_head: bool = True,
     task: str | None = None,
 ) -> NewTaskPrediction:
-    """Weights of ViT ``arch`` for the task of ``data`` (its labelled images), using at most
+    """Weights of ``arch`` for the task of ``data``, its labelled images (a ViT) or tokenised
+    texts (a GPT-2; a fitted head needs format ``hf-sequence-classification``), using at most
     ``examples`` of them, balanced over classes: they give the embedding and, with
     ``fit_head``, the classifier head. ``task`` names the task in the blob's metadata.
 
     Raises:
-        ValueError: ``arch`` is not a ViT, its ``num_classes`` differs from the data's, or
-            (with ``fit_head``) some class has no image among those used.
-        NoAncestryError: the checkpoint has no ancestry model to embed the task with.
+        ValueError: ``arch``'s family does not take ``data``'s modality, its ``num_classes``
+            differs from the data's, or (with ``fit_head``) some class has no example among
+            those used.
+        NoAncestryError: the checkpoint has no ancestry model of the data's modality.
     """
     spec = parse_arch(arch)
-    if not isinstance(spec, ViTSpec):
-        raise ValueError("weights for a task's images need a ViT spec (family 'vit')")
     check_classes(spec, data)
     support = task_support(data, examples)
-    embedding = learngene.embed_task(support.images)
+    if isinstance(support, TextTaskData):
+        embedding = learngene.embed_text_task(support.input_ids, support.lengths)
+    else:
+        embedding = learngene.embed_task(support.images)
     head = HEAD_DISCRIMINANT if fit_head else HEAD_PREDICTED
     result = predict_blob(
         spec, task, format, dtype,

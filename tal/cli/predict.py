@@ -27,13 +27,15 @@ def read_arch(value: str) -> object:
 
 
 def _load_task_data(path: Path, spec: object) -> object:
-    """The user's labelled images (an .npz file or a ``<class>/<image>`` folder) at the
-    spec's image size and channels."""
+    """The user's labelled examples: for a ViT images (an .npz file or a
+    ``<class>/<image>`` folder) at the spec's image size and channels, for a GPT-2 texts (a
+    ``.jsonl`` / ``.csv`` / ``.tsv`` of ``{text, label}``) tokenised with GPT-2's BPE."""
     from tal.arch.specs import ViTSpec
     from tal.tasks import load_image_folder, load_npz
+    from tal.tasks.text.user_data import load_text_file
 
     if not isinstance(spec, ViTSpec):
-        raise ValueError("--task-data needs a ViT spec (family 'vit')")
+        return load_text_file(path)
     load = load_image_folder if path.is_dir() else load_npz
     return load(path, image_size=spec.img_size, in_chans=spec.in_chans)
 
@@ -143,14 +145,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--task-data",
         type=Path,
         default=None,
-        help="a new task's labelled images: an .npz (images, labels) or a <class>/<image> "
-        "folder; embeds the task and fits the classifier head on them (tal.heads.support)",
+        help="a new task's labelled examples: for a ViT an .npz (images, labels) or a "
+        "<class>/<image> folder, for a GPT-2 a .jsonl/.csv/.tsv of {text, label}; embeds the task "
+        "and fits the classifier head on them (tal.heads.support)",
     )
     predict.add_argument(
         "--task-examples",
         type=int,
         default=None,
-        help="images of --task-data used, balanced over classes (default: as many as the "
+        help="examples of --task-data used, balanced over classes (default: as many as the "
         "checkpoint's task embeddings used, tal.checkpoints.ancestry.TASK_EMBEDDING_EXAMPLES)",
     )
     predict.add_argument(

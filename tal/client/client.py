@@ -271,8 +271,9 @@ class TALClient:
         ttl_seconds: int | None = None,
     ) -> dict[str, Any]:
         """From an embedding vector, or from a file of labelled examples (``data``: an
-        ``.npz`` with ``images`` and ``labels``); ``ttl_seconds`` makes the registration
-        expire (None: the server's default)."""
+        ``.npz`` with ``images`` and ``labels``, or a ``.jsonl`` / ``.csv`` / ``.tsv`` of
+        ``{text, label}``); ``ttl_seconds`` makes the registration expire (None: the server's
+        default)."""
         if (embedding is None) == (data is None):
             raise ValueError("give exactly one of embedding or data")
         ttl = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
+from tal.arch.formats import HF_SEQUENCE_CLASSIFICATION
 from tal.arch.specs import GPT2Spec, ViTSpec
 from tal.heads.support import head_fit_gflop
+from tal.tasks.text.tokenizer import GPT2_VOCAB_SIZE
 
 HeadChoice = Literal["auto", "predicted", "discriminant"]
 HEAD_CHOICES: tuple[HeadChoice, ...] = get_args(HeadChoice)
@@ -22,13 +24,16 @@ HEAD_METADATA_KEY = "tal.head"
 
 
 class SupportShape(Protocol):
-    """What the choice needs to know of a task's labelled images."""
+    """What the choice needs to know of a task's labelled examples."""
 
     @property
     def classes(self) -> int: ...
 
     @property
     def examples(self) -> int: ...
+
+    @property
+    def modality(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -49,27 +54,29 @@ def choose_head(
     spec: ViTSpec | GPT2Spec,
     support: SupportShape | None,
     max_gflop: float,
+    format: str = "timm",
 ) -> ServedHead:
-    """The head a request gets. ``"auto"`` fits one when the task has labelled images, the
-    arch is a ViT with the task's ``num_classes`` and the forward pass over the images is at
-    most ``max_gflop`` (:func:`tal.heads.support.head_fit_gflop`), else keeps the predicted one;
-    ``"discriminant"`` asks for one and raises :class:`HeadUnavailable` saying why it cannot
-    be had."""
+    """The head a request gets. ``"auto"`` fits one when the task has labelled examples, the
+    arch can carry their head (a ViT for images; for texts a GPT-2 in format
+    ``hf-sequence-classification``) with the task's ``num_classes``, and the forward pass over
+    the examples is at most ``max_gflop`` (:func:`tal.heads.support.head_fit_gflop`), else keeps
+    the predicted one; ``"discriminant"`` asks for one and raises :class:`HeadUnavailable`
+    saying why it cannot be had."""
     if requested == HEAD_PREDICTED:
         return HEAD_PREDICTED
-    reason = _cannot_fit(task, spec, support)
+    reason = _cannot_fit(task, spec, support, format)
     if reason is not None:
         if requested == HEAD_AUTO:
             return HEAD_PREDICTED
         raise HeadUnavailable(reason)
-    assert support is not None and isinstance(spec, ViTSpec)  # _cannot_fit checked both
+    assert support is not None  # _cannot_fit checked it
     cost = head_fit_gflop(spec, support.examples)
     if cost <= max_gflop:
         return HEAD_DISCRIMINANT
     if requested == HEAD_AUTO:
         return HEAD_PREDICTED
     raise HeadUnavailable(
-        f"head: fitting it runs this arch over the task's {support.examples} images, about "
+        f"head: fitting it runs this arch over the task's {support.examples} examples, about "
         f"{cost:,.0f} GFLOP, above the limit of {max_gflop:,.0f} (TAL_MAX_HEAD_FIT_GFLOP on a "
         "server); ask for head 'predicted' and fit it with "
         "tal.heads.discriminant.fit_discriminant_head, or use a smaller arch",
@@ -78,16 +85,29 @@ def choose_head(
 
 
 def _cannot_fit(
-    task: str | None, spec: ViTSpec | GPT2Spec, support: SupportShape | None
+    task: str | None, spec: ViTSpec | GPT2Spec, support: SupportShape | None, format: str
 ) -> str | None:
     """Why no head can be fitted for this task and arch, or None."""
     if support is None:
         return (
-            f"head: 'discriminant' needs a task registered from labelled images (POST "
-            f"/v1/tasks with an .npz upload); task {task!r} has none. Use head 'predicted'"
+            f"head: 'discriminant' needs a task registered from labelled examples (POST "
+            f"/v1/tasks with an .npz of images or a JSONL / CSV of texts); task {task!r} has "
+            "none. Use head 'predicted'"
         )
-    if not isinstance(spec, ViTSpec):
-        return "head: 'discriminant' needs a ViT arch (family 'vit')"
+    if support.modality == "image" and not isinstance(spec, ViTSpec):
+        return f"head: task {task!r} has images; its head fits a ViT arch (family 'vit')"
+    if support.modality == "text" and (
+        not isinstance(spec, GPT2Spec) or format != HF_SEQUENCE_CLASSIFICATION
+    ):
+        return (
+            f"head: task {task!r} has texts; its head fits a GPT-2 arch in format "
+            f"'{HF_SEQUENCE_CLASSIFICATION}' (GPT2ForSequenceClassification)"
+        )
+    if support.modality == "text" and spec.vocab_size < GPT2_VOCAB_SIZE:  # type: ignore[union-attr]
+        return (
+            f"head: task {task!r} has texts in GPT-2's tokens, which need vocab_size >= "
+            f"{GPT2_VOCAB_SIZE}; this arch has {spec.vocab_size}"  # type: ignore[union-attr]
+        )
     if spec.num_classes != support.classes:
         return (
             f"arch: num_classes is {spec.num_classes} but task {task!r} has {support.classes} "

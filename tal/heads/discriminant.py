@@ -54,51 +54,66 @@ def _one_row_per_class(values: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros_like(values), values]) if len(values) == 1 else values
 
 
-def _out_of_fold_scale(
-    features: np.ndarray, labels: np.ndarray, lda: Any
+def _lda(shrinkage: float | None) -> Any:
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    return LinearDiscriminantAnalysis(
+        solver="lsqr", shrinkage="auto" if shrinkage is None else shrinkage
+    )
+
+
+def _linear_rule(lda: Any, with_bias: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A fitted LDA's decision rule as weight ``(C, D)`` and bias ``(C,)`` (None without)."""
+    weight = torch.from_numpy(_one_row_per_class(lda.coef_))
+    bias = torch.from_numpy(_one_row_per_class(lda.intercept_)) if with_bias else None
+    return weight, bias
+
+
+def _decisions(features: np.ndarray, weight: torch.Tensor, bias: torch.Tensor | None):
+    logits = torch.from_numpy(features) @ weight.T
+    return logits if bias is None else logits + bias
+
+
+def _out_of_fold(
+    features: np.ndarray, labels: np.ndarray, shrinkage: float | None, with_bias: bool
 ) -> tuple[int, float, float]:
-    """Folds, out-of-fold accuracy and the fitted scale of ``lda``'s decisions on ``features``
-    ``(N, D)``; (0, nan, 1.0) when some class has a single example."""
-    from sklearn.base import clone
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    """Folds, out-of-fold accuracy and the fitted scale of the rule's decisions on ``features``
+    ``(N, D)``, each fold's rule fitted on the others; (0, nan, 1.0) when some class has a
+    single example."""
+    from sklearn.model_selection import StratifiedKFold
 
     folds = min(CALIBRATION_FOLDS, int(np.bincount(labels).min()))
     if folds < BINARY:
         return 0, math.nan, 1.0
+    logits = torch.empty(len(labels), int(labels.max()) + 1, dtype=torch.float64)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    decisions = cross_val_predict(
-        clone(lda), features, labels, cv=splitter, method="decision_function"
-    )  # (N, C), or (N,) for two classes
-    per_class = _one_row_per_class(np.atleast_2d(decisions.T))  # (C, N)
-    logits, targets = torch.from_numpy(per_class.T).float(), torch.from_numpy(labels)
+    for train, held in splitter.split(features, labels):
+        lda = _lda(shrinkage).fit(features[train], labels[train])
+        logits[held] = _decisions(features[held], *_linear_rule(lda, with_bias))
+    targets = torch.from_numpy(labels)
     accuracy = float((logits.argmax(1) == targets).float().mean())
-    return folds, accuracy, fit_scale(logits, targets).scale
+    return folds, accuracy, fit_scale(logits.float(), targets).scale
 
 
-@torch.no_grad()
-def fit_discriminant_head(
-    model: nn.Module,
-    images: torch.Tensor,
+def fit_linear_discriminant(
+    features: torch.Tensor,
     labels: torch.Tensor,
+    classes: int,
     shrinkage: float | None = None,
-) -> DiscriminantHeadFit:
-    """Replaces the model's classifier weight and bias (in place) by shrinkage LDA fitted on
-    the pre-logit features of ``images`` ``(N, C_in, H, W)`` with ``labels`` ``(N,)``.
+    with_bias: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, DiscriminantHeadFit]:
+    """Shrinkage LDA on ``features`` ``(N, D)`` with ``labels`` ``(N,)`` in ``[0, classes)``:
+    weight ``(C, D)`` and bias ``(C,)`` (None when ``with_bias`` is False, for heads without
+    one: the rule is fitted and calibrated without its intercept), both scaled to the
+    out-of-fold confidence, and the fit's summary.
 
     ``shrinkage``: the identity's weight in the covariance, in [0, 1]; None (the default)
     picks it by the Ledoit-Wolf formula, 1.0 gives the nearest class mean classifier.
 
     Raises:
-        ValueError: fewer than two examples, a label outside the head's classes, a class
-            with no example (LDA has no mean for it), or a shrinkage outside [0, 1].
-        TypeError: the model has no linear classifier head, or one without a bias.
+        ValueError: fewer than two examples, a label outside ``[0, classes)``, a class with
+            no example (LDA has no mean for it), or a shrinkage outside [0, 1].
     """
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-    head = classifier_head(model)
-    if head.bias is None:
-        raise TypeError("the classifier head has no bias; a discriminant head needs one")
-    classes = head.out_features
     if shrinkage is not None and not 0.0 <= shrinkage <= 1.0:
         raise ValueError(f"shrinkage must lie in [0, 1] (None: Ledoit-Wolf), got {shrinkage}")
     if len(labels) < BINARY:
@@ -112,22 +127,42 @@ def fit_discriminant_head(
             f"{missing[:MISSING_CLASSES_NAMED]}"
             + (" ..." if len(missing) > MISSING_CLASSES_NAMED else "")
         )
-    features = head_features(model, head, images).double().numpy()
+    data = features.double().numpy()
     targets = labels.numpy()
-    lda = LinearDiscriminantAnalysis(
-        solver="lsqr", shrinkage="auto" if shrinkage is None else shrinkage
-    )
-    folds, cross_validated, scale = _out_of_fold_scale(features, targets, lda)
-    lda.fit(features, targets)
-    weight = torch.from_numpy(_one_row_per_class(lda.coef_))  # (C, D)
-    bias = torch.from_numpy(_one_row_per_class(lda.intercept_))  # (C,)
-    head.weight.copy_((scale * weight).to(head.weight.dtype))
-    head.bias.copy_((scale * bias).to(head.bias.dtype))
-    return DiscriminantHeadFit(
+    folds, cross_validated, scale = _out_of_fold(data, targets, shrinkage, with_bias)
+    weight, bias = _linear_rule(_lda(shrinkage).fit(data, targets), with_bias)
+    own = _decisions(data, weight, bias).argmax(1).numpy()
+    fit = DiscriminantHeadFit(
         examples=len(labels),
         classes=classes,
-        support_accuracy=float((lda.predict(features) == targets).mean()),
+        support_accuracy=float((own == targets).mean()),
         folds=folds,
         cross_validated_accuracy=cross_validated,
         scale=scale,
     )
+    return scale * weight, None if bias is None else scale * bias, fit
+
+
+@torch.no_grad()
+def fit_discriminant_head(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    shrinkage: float | None = None,
+) -> DiscriminantHeadFit:
+    """Replaces an image model's classifier weight and bias (in place) by shrinkage LDA fitted
+    on the pre-logit features of ``images`` ``(N, C_in, H, W)`` with ``labels`` ``(N,)``
+    (:func:`fit_linear_discriminant`).
+
+    Raises:
+        ValueError: as :func:`fit_linear_discriminant`.
+        TypeError: the model has no linear classifier head, or one without a bias.
+    """
+    head = classifier_head(model)
+    if head.bias is None:
+        raise TypeError("the classifier head has no bias; a discriminant head needs one")
+    features = head_features(model, head, images)
+    weight, bias, fit = fit_linear_discriminant(features, labels, head.out_features, shrinkage)
+    head.weight.copy_(weight.to(head.weight.dtype))
+    head.bias.copy_(bias.to(head.bias.dtype))  # type: ignore[union-attr]
+    return fit

@@ -126,7 +126,7 @@ def test_head_choice_reaches_the_server(server) -> None:
         with pytest.raises(TALError) as refused:  # the checkpoint's task has no images
             client.initialize(VIT, task=TASK, head="discriminant")
         assert refused.value.status == 422
-        assert "registered from labelled images" in refused.value.detail
+        assert "registered from labelled examples" in refused.value.detail
 
 
 def test_errors_carry_status_and_detail(server) -> None:

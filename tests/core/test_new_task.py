@@ -41,7 +41,7 @@ def test_a_spec_that_does_not_fit_the_data_is_refused():
     with pytest.raises(ValueError, match="set num_classes to 3"):
         predict_for_task_data(learngene, spec, data)
     gpt2 = {"family": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 64}
-    with pytest.raises(ValueError, match="need a ViT spec"):
+    with pytest.raises(ValueError, match="images fit a vit arch's head"):
         predict_for_task_data(learngene, gpt2, data)
     with pytest.raises(ValueError, match="examples must be at least 1"):
         predict_for_task_data(learngene, {**spec, "num_classes": 3}, data, examples=0)

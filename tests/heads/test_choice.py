@@ -15,6 +15,7 @@ from tal.heads.support import head_fit_gflop
 class Support:
     classes: int
     examples: int
+    modality: str = "image"
 
 
 def test_choose_head() -> None:

@@ -27,6 +27,10 @@ TINY_VIT = {
     "patch_size": 8,
     "num_classes": 10,
 }
+STORE_SEED = 0
+TEXT_ANCESTRY_SPEC = dict(
+    n_layer=1, n_embd=32, n_head=2, vocab_size=50257, n_positions=64, num_classes=4
+)
 TINY_GPT2 = {
     "family": "gpt2",
     "n_layer": 2,
@@ -38,16 +42,21 @@ TINY_GPT2 = {
 
 
 def make_store(root: Path) -> Path:
-    """``tal-test/1`` (task ``t``, ancestry), ``tal-test/2`` (no ancestry), and a corrupt
-    ``tal-test/0-corrupt`` (sorted before 1, so ``latest`` is 2)."""
-    from tal.arch.specs import ViTSpec
+    """``tal-test/1`` (task ``t``, ancestry and text ancestry), ``tal-test/2`` (no ancestry),
+    and a corrupt ``tal-test/0-corrupt`` (sorted before 1, so ``latest`` is 2)."""
+    from tal.arch.specs import GPT2Spec, ViTSpec
     from tal.checkpoints.ancestry import Ancestry
     from tal.checkpoints.learngene import Learngene
+    from tal.checkpoints.text_ancestry import TextAncestry
 
+    torch.manual_seed(STORE_SEED)  # the ancestries' random weights: the same store every run
     learngene = Learngene.fresh()
     learngene.add_task(TASK, torch.linspace(-1, 1, learngene.hypernet.config.encoder.task_dim))
     learngene.save(MODEL, "2", root=root)
     learngene.ancestry = Ancestry.create(ViTSpec(**ANCESTRY_SPEC), {TASK: (0, 10)})
+    text_ancestry = TextAncestry.create(GPT2Spec(**TEXT_ANCESTRY_SPEC), {})
+    text_ancestry.freeze(learngene.hypernet.config.decoder.basis_size)
+    learngene.text_ancestry = text_ancestry
     good = learngene.save(MODEL, "1", root=root)
     corrupt = root / MODEL / "0-corrupt"
     shutil.copytree(good, corrupt)

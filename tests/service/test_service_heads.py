@@ -154,7 +154,7 @@ def test_re_registering_with_a_vector_drops_the_images(a: httpx.Client) -> None:
     assert initialize(a, arch=GREY_VIT, task="banded-drop").headers["x-tal-head"] == "predicted"
     refused = initialize(a, arch=GREY_VIT, task="banded-drop", head="discriminant")
     assert refused.status_code == 422
-    assert "registered from labelled images" in refused.json()["detail"]
+    assert "registered from labelled examples" in refused.json()["detail"]
 
 
 def test_heads_that_cannot_be_fitted(a: httpx.Client) -> None:
@@ -171,14 +171,14 @@ def test_heads_that_cannot_be_fitted(a: httpx.Client) -> None:
         response = initialize(a, **body)
         assert response.status_code == 422, (case, response.text)
         details[case] = response.json()["detail"]
-    assert "registered from labelled images" in details["checkpoint task"]
+    assert "registered from labelled examples" in details["checkpoint task"]
     assert "set num_classes to 3" in details["class count"]
-    assert "needs a ViT" in details["gpt-2"]
+    assert "conditions family 'vit' archs" in details["gpt-2"]
     assert "head" in details["unknown head"]
     auto = initialize(a, arch=FIVE_CLASS_VIT, task="banded-bad")
     assert auto.status_code == 200 and auto.headers["x-tal-head"] == "predicted"
     gpt2 = initialize(a, arch=TINY_GPT2, task="banded-bad", format="hf")
-    assert gpt2.status_code == 200 and gpt2.headers["x-tal-head"] == "predicted"
+    assert gpt2.status_code == 422 and "registered from images" in gpt2.json()["detail"]
 
 
 def test_upload_missing_a_class_keeps_no_images(a: httpx.Client) -> None:

@@ -28,9 +28,9 @@ ERRORS = {
         403: "API key not accepted",
         404: "unknown task (the known ones are listed)",
         413: "spec above the parameter limit, body too large, or a head fit above its limit",
-        409: "the task's images were dropped (no Redis, over max_local_task_supports)",
+        409: "the task's examples were dropped (no Redis, over max_local_task_supports)",
         422: "invalid spec or body (names the field)",
-        503: "not ready, busy, out of GPU memory, or the task's images unreadable (Retry-After)",
+        503: "not ready, busy, out of GPU memory, or the task's examples unreadable (Retry-After)",
     }.items()
 }
 RESPONSES = {
@@ -72,9 +72,15 @@ async def initialize(
         task = await state.tasks.resolve(body.task, learngene)
     except UnknownTaskError as exc:
         raise NotFound(str(exc)) from exc
+    task.check_family(request.spec)
     try:
         head = choose_head(
-            body.head, body.task, request.spec, task.support, state.settings.max_head_fit_gflop
+            body.head,
+            body.task,
+            request.spec,
+            task.support,
+            state.settings.max_head_fit_gflop,
+            body.format,
         )
     except HeadUnavailable as exc:
         raise (TooLarge if exc.too_costly else InvalidInput)(exc.reason) from exc
@@ -88,7 +94,7 @@ async def initialize(
             return Response(status_code=304, headers={**headers, "ETag": etag or ""})
     load_support = None
     if request.fits_head:
-        load_support = functools.partial(state.tasks.support_images, task)
+        load_support = functools.partial(state.tasks.support_examples, task)
     entry, tier = await predictor.get(key, learngene, request, task.embedding, load_support)
     outcome = "hit" if tier else "miss"
     headers |= {"ETag": entry.etag, "X-Cache": outcome, "X-Cache-Tier": tier or "none"}

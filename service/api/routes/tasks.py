@@ -1,9 +1,12 @@
-"""``GET /v1/tasks``, ``POST /v1/tasks`` (register a task from images or a vector) and
-``DELETE /v1/tasks/{name}``.
+"""``GET /v1/tasks``, ``POST /v1/tasks`` (register a task from labelled images or texts, or a
+vector) and ``DELETE /v1/tasks/{name}``.
 
-A task registered from labelled images is embedded from at most ``task_support_images`` of
-them, balanced over classes, and keeps those images so that ``POST /v1/initialize`` can fit a
-classifier head to them (``head``: ``auto`` or ``discriminant``).
+A task registered from labelled examples (an ``.npz`` of images, or a JSONL / CSV of texts) is
+embedded by the checkpoint's ancestry model of that modality from at most
+``task_support_images`` of them, balanced over classes, and keeps those examples so that
+``POST /v1/initialize`` can fit a classifier head to them (``head``: ``auto`` or
+``discriminant``): a ViT's ``head`` from images, a GPT-2's ``score`` (format
+``hf-sequence-classification``) from texts.
 
 A registered task belongs to the owner of the key that registered it: only that key's owner or
 an admin key replaces or deletes it, and listing shows a key its own tasks (an admin every
@@ -33,10 +36,18 @@ from service.schemas import (
     TaskVector,
 )
 from service.task_registry import timestamp
-from service.uploads import task_data_from_npz
+from service.uploads import (
+    NPZ_SUFFIX,
+    TEXT_SUFFIXES,
+    task_data_from_npz,
+    task_data_from_text,
+    upload_modality,
+)
 from tal.checkpoints.ancestry import NoAncestryError
-from tal.heads.support import missing_classes, task_support
+from tal.checkpoints.learngene import Learngene
+from tal.heads.support import Support, missing_classes, task_support
 from tal.tasks import TaskData
+from tal.tasks.data import Modality
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"], dependencies=[ApiKeyDep])
 MULTIPART = "multipart/form-data"
@@ -51,7 +62,13 @@ UPLOAD_SCHEMA: dict[str, Any] = {
     "required": ["name", "file"],
     "properties": {
         "name": {"type": "string", "pattern": TASK_NAME_PATTERN},
-        "file": {"type": "string", "format": "binary", "description": ".npz: images, labels"},
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "images: .npz with arrays images, labels; texts: "
+            f"{', '.join(sorted(TEXT_SUFFIXES))} of {{text, label}} (the file name's suffix "
+            "says which)",
+        },
         TTL_FIELD: {
             "type": "integer",
             "minimum": 0,
@@ -89,26 +106,26 @@ async def list_tasks(state: StateDep, caller: CallerDep) -> TaskList:
 @dataclass(frozen=True)
 class Registration:
     """A task to register: its embedding ``(task_dim,)``, its classes (0 from a vector) and
-    the labelled images kept to fit heads to (None, with the reason in ``note`` when images
-    were sent but cannot fit one)."""
+    the labelled examples kept to fit heads to (None, with the reason in ``note`` when
+    examples were sent but cannot fit one)."""
 
     name: str
     embedding: torch.Tensor
     classes: int
-    support: TaskData | None
+    support: Support | None
     note: str | None
     ttl_seconds: int  # 0: never expires
 
 
-def _head_support(support: TaskData) -> tuple[TaskData | None, str | None]:
+def _head_support(support: Support) -> tuple[Support | None, str | None]:
     """``support`` when a discriminant head can be fitted to it, else None and why."""
     if support.num_classes < MIN_HEAD_CLASSES:
         return None, f"a head needs at least {MIN_HEAD_CLASSES} classes"
     missing = missing_classes(support)
     if missing:
         return None, (
-            f"classes {missing[:NAMED_MISSING_CLASSES]} have no image among the first "
-            "images read; heads stay predicted (shuffle the upload to fit heads)"
+            f"classes {missing[:NAMED_MISSING_CLASSES]} have no example among the first "
+            "examples read; heads stay predicted (shuffle the upload to fit heads)"
         )
     return support, None
 
@@ -124,33 +141,55 @@ async def _from_upload(request: Request, state: StateDep) -> Registration:
     if not isinstance(name, str):
         raise InvalidInput("name: a form field with the task name is required")
     if not isinstance(upload, UploadFile):
-        raise InvalidInput("file: a .npz file with arrays 'images' and 'labels' is required")
+        raise InvalidInput(
+            f"file: a file is required: {NPZ_SUFFIX} with arrays 'images' and 'labels', or "
+            f"labelled texts ({', '.join(sorted(TEXT_SUFFIXES))})"
+        )
     _check_name(name)
     ttl = registration_ttl(_form_ttl(form.get(TTL_FIELD)), settings)
-    if learngene.ancestry is None:
-        raise Conflict(
-            f"checkpoint {learngene.model_version} has no ancestry model, so it cannot embed a "
-            "task from images; register the task with an embedding vector "
-            '({"name": ..., "embedding": [...]}) instead'
-        )
+    modality, suffix = upload_modality(upload.filename)
+    _check_ancestry(learngene, modality)
     data = await upload.read()
-    ancestry = learngene.ancestry
-    task = await run_in_threadpool(
-        task_data_from_npz,
-        data,
-        ancestry.spec,
-        settings.max_upload_unpacked_bytes,
-        settings.max_task_images,
-    )
+    if modality == "text":
+        task: Support = await run_in_threadpool(
+            task_data_from_text, data, suffix, settings.max_task_images
+        )
+    else:
+        task = await run_in_threadpool(
+            task_data_from_npz,
+            data,
+            learngene.ancestry.spec,  # type: ignore[union-attr]  # checked above
+            settings.max_upload_unpacked_bytes,
+            settings.max_task_images,
+        )
     support = task_support(task, settings.task_support_images)
-    try:
-        embedding = await run_in_threadpool(learngene.embed_task, support.images)
-    except NoAncestryError as exc:
-        raise Conflict(str(exc)) from exc
-    except (ValueError, RuntimeError) as exc:  # images the ancestry model cannot take
-        raise InvalidInput(f"file: cannot embed these images ({exc})") from exc
+    embedding = await run_in_threadpool(_embed, learngene, support)
     head_support, note = _head_support(support)
     return Registration(name, embedding, task.num_classes, head_support, note, ttl)
+
+
+def _check_ancestry(learngene: Learngene, modality: Modality) -> None:
+    """409 when the checkpoint has no ancestry model to embed ``modality`` examples with."""
+    ancestry = learngene.text_ancestry if modality == "text" else learngene.ancestry
+    if ancestry is None:
+        kind = "text ancestry" if modality == "text" else "ancestry model"
+        raise Conflict(
+            f"checkpoint {learngene.model_version} has no {kind}, so it cannot embed a task "
+            f"from {modality} examples; register the task with an embedding vector "
+            '({"name": ..., "embedding": [...]}) instead'
+        )
+
+
+def _embed(learngene: Learngene, support: Support) -> torch.Tensor:
+    """The task's embedding ``(task_dim,)`` from its examples. Blocking."""
+    try:
+        if isinstance(support, TaskData):
+            return learngene.embed_task(support.images)
+        return learngene.embed_text_task(support.input_ids, support.lengths)
+    except NoAncestryError as exc:
+        raise Conflict(str(exc)) from exc
+    except (ValueError, RuntimeError) as exc:  # examples the ancestry model cannot take
+        raise InvalidInput(f"file: cannot embed these examples ({exc})") from exc
 
 
 def _form_ttl(value: object) -> int | None:
@@ -201,14 +240,16 @@ async def _from_json(request: Request, settings: Settings) -> Registration:
     "",
     response_model=TaskRegistered,
     status_code=201,
-    summary="register a task from example images (.npz upload) or an embedding vector",
+    summary="register a task from labelled images (.npz), labelled texts (JSONL / CSV) or an "
+    "embedding vector",
     openapi_extra=REQUEST_BODY,
     responses={status: {"model": ErrorBody} for status in (401, 403, 409, 413, 415, 422, 503)},
 )
 async def register_task(request: Request, state: StateDep, caller: CallerDep) -> TaskRegistered:
     """JSON ``{"name", "embedding"[, "ttl_seconds"]}`` (``task_dim`` floats) or a multipart
     form with ``name``, ``file`` (an ``.npz`` holding ``images`` ``(N, H, W[, C])`` and
-    ``labels`` ``(N,)``) and optionally ``ttl_seconds``.
+    ``labels`` ``(N,)``, or a ``.jsonl`` / ``.csv`` / ``.tsv`` of ``{text, label}`` rows, UTF-8)
+    and optionally ``ttl_seconds``.
 
     The task belongs to the caller's key; replacing another owner's task needs an admin key
     (403), and past ``TAL_MAX_TASKS_PER_OWNER`` tasks a new name is refused (409)."""
