@@ -67,10 +67,23 @@ def foreign_splits(vocabulary: str, max_tokens: int) -> tuple[TextTaskData, Text
     else:
         vocab_size = BYTE_VOCAB
         data = text_rows(list(text.encode("utf-8")), max_tokens, BYTE_VOCAB - 1)
+    data = _subset(data, _first_of_each_row(data.input_ids))  # licences share paragraphs
     held_out = max(1, int(len(data) * VALIDATION_SHARE))
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(data), generator=generator)
     return _subset(data, order[held_out:]), _subset(data, order[:held_out]), vocab_size
+
+
+def _first_of_each_row(input_ids: torch.Tensor) -> torch.Tensor:
+    """Indices ``(M,)`` of the first occurrence of each distinct row of ``(N, L)`` ids, in
+    order, so that no held-out row is also a training row."""
+    seen: set[tuple[int, ...]] = set()
+    keep = []
+    for index, row in enumerate(input_ids.tolist()):
+        if tuple(row) not in seen:
+            seen.add(tuple(row))
+            keep.append(index)
+    return torch.tensor(keep, dtype=torch.long)
 
 
 def _subset(data: TextTaskData, index: torch.Tensor) -> TextTaskData:

@@ -23,6 +23,7 @@ from tal.training.data import step_generator
 from tal.training.text_data import cut_rows, sample_lm_positions
 
 EVAL_BATCH = 64
+LOGIT_ROWS = 1024  # targets scored at once: 1024 x 50,257 float32 logits = 206 MB
 EVAL_STREAM = 7  # the fixed positions of a split's language-model loss
 FINETUNE_STREAM = 8
 HEAD_FIT_ITERATIONS = 1_000
@@ -63,8 +64,9 @@ def lm_loss(model: nn.Module, data: TextTaskData, positions: LMPositions) -> flo
         inside = torch.isin(positions.rows, chunk)
         local = torch.searchsorted(chunk, positions.rows[inside])
         where = positions.positions[inside]
-        logits = _tied_logits(model, hidden[local, where])
-        total += float(F.cross_entropy(logits, batch.input_ids[local, where + 1], reduction="sum"))
+        for rows, at in zip(local.split(LOGIT_ROWS), where.split(LOGIT_ROWS), strict=True):
+            logits = _tied_logits(model, hidden[rows, at])  # (LOGIT_ROWS, vocab) at most
+            total += float(F.cross_entropy(logits, batch.input_ids[rows, at + 1], reduction="sum"))
     return total / max(1, len(positions.rows))
 
 

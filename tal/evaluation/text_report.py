@@ -340,8 +340,9 @@ def _foreign_section(results: dict[str, Any]) -> list[str]:
 
 def write_text_report(results: dict[str, Any], markdown: Path, json_path: Path) -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    markdown.write_text(render(results))
+    text = json.dumps(results, indent=1, sort_keys=True) + "\n"
+    json_path.write_text(text)
+    markdown.write_text(render(json.loads(text)))  # what --report-only renders, key for key
 
 
 def read_text_results(path: Path) -> dict[str, Any]:
