@@ -5,7 +5,10 @@ progress bar and metric log. A stage subclasses :class:`TrainLoop` and implement
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,25 @@ from tal.training.state import load_state, save_state
 
 STATE_FILE = "last.safetensors"
 METRICS_FILE = "metrics.jsonl"
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"  # the setting NVIDIA documents for reproducibility
+
+
+@contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """PyTorch's deterministic kernels while training, so that a resumed run repeats the
+    uninterrupted one bit for bit: the CPU's threaded accumulation of indexed rows (the
+    backward of ``weight[ids]``, used by the text steps) otherwise adds in a different order
+    in each process. Kernels without a deterministic version only warn; cuBLAS gets the
+    workspace setting its deterministic mode needs unless one is set. The previous setting is
+    restored afterwards."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
 
 
 class TrainLoop:
@@ -97,6 +119,10 @@ class TrainLoop:
         return step
 
     def run(self) -> dict[str, float]:
+        with deterministic_kernels():
+            return self._run()
+
+    def _run(self) -> dict[str, float]:
         self.optimizer: torch.optim.Optimizer
         params = self._parameters()
         start = self.resume()

@@ -18,10 +18,13 @@ import timm
 from harness import ServiceProcess
 from svc_support import MODEL, make_store, metric_value
 
-LARGE_ARCH = "vit_base_patch16_224"  # a miss of several seconds here, longer than DELAY
+LARGE_ARCH = "vit_base_patch16_224"  # a miss of about a second on one thread, 346 MB
+# A miss that outlasts SHORT_GRACE several times over even on an idle machine (3.5 s on one
+# thread here), so the grace period ends before its response starts.
+LARGER_ARCH = "vit_large_patch16_224"
 DELAY = 1.0
 GRACE = 120.0
-SHORT_GRACE = 1.0
+SHORT_GRACE = 0.5
 EXIT_SLACK = 20.0  # lifespan shutdown (pending cache writes) and interpreter exit
 POLL_SECONDS = 0.05
 IN_FLIGHT_TIMEOUT = 30.0
@@ -49,11 +52,11 @@ def settings(store: Path, delay: float, grace: float) -> dict[str, str]:
 
 
 class Miss(threading.Thread):
-    """``POST /v1/initialize`` of LARGE_ARCH in the background."""
+    """``POST /v1/initialize`` of ``arch`` in the background."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, arch: str = LARGE_ARCH) -> None:
         super().__init__(daemon=True)
-        self.url = url
+        self.url, self.arch = url, arch
         self.response: httpx.Response | None = None
         self.error: Exception | None = None
         self.finished = 0.0
@@ -61,7 +64,7 @@ class Miss(threading.Thread):
     def run(self) -> None:
         try:
             self.response = httpx.post(
-                f"{self.url}/v1/initialize", json={"arch": LARGE_ARCH}, timeout=REQUEST_TIMEOUT
+                f"{self.url}/v1/initialize", json={"arch": self.arch}, timeout=REQUEST_TIMEOUT
             )
         except httpx.HTTPError as exc:
             self.error = exc
@@ -154,7 +157,7 @@ def test_every_worker_of_tal_serve_drains(store: Path, tmp_path: Path) -> None:
 def test_the_grace_period_bounds_the_drain(store: Path, tmp_path: Path) -> None:
     server = ServiceProcess(tmp_path, settings(store, 0.0, SHORT_GRACE)).start().wait_ready()
     try:
-        miss = Miss(server.url)
+        miss = Miss(server.url, LARGER_ARCH)
         miss.start()
         wait_in_flight(server)
         signalled = time.monotonic()
