@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -57,6 +60,8 @@ BASIS_CACHE_ENTRIES = 64
 # cores) when the output is float32 and written in place.
 COMPOSE_CHUNK_ELEMENTS = 2**20
 PLAN_CACHE_ENTRIES = 256  # export plans' decoding groups kept (plans are cached per spec too)
+T = TypeVar("T")
+R = TypeVar("R")
 HF_INIT_STD = 0.02  # GPT2Config.initializer_range: Hugging Face's normal init of embeddings
 SEED_BYTES = 8
 
@@ -98,7 +103,31 @@ def seeded_normal(name: str, rows: int, cols: int, std: float = HF_INIT_STD) -> 
     slot's name and shape: the same values on every device and in every output dtype."""
     digest = hashlib.sha256(f"{name}:{rows}x{cols}".encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(digest[:SEED_BYTES], "big") >> 1)
-    return torch.randn(rows, cols, generator=generator) * std
+    return torch.randn(rows, cols, generator=generator).mul_(std)
+
+
+def in_threads(work: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
+    """``work(item)`` for each item, in order, computed by up to ``threads`` threads (torch
+    releases the GIL in its kernels) at most ``threads`` results ahead of the consumer, so
+    that only that many results wait in memory. The threads run in the caller's grad and
+    inference mode (both are per thread in torch)."""
+    if threads <= 1:
+        yield from map(work, items)
+        return
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def in_callers_mode(item: T) -> R:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return work(item)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(in_callers_mode, item))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 class CosineBasis(nn.Module):
@@ -249,12 +278,17 @@ class ParamDecoder(nn.Module):
         for length, members in vector_groups.items():
             ones = torch.tensor([slots[i].kind == ParamKind.NORM_SCALE for i in members])
             writer.vectors(members, ones[:, None].float().expand(-1, length).to(device))
-        for (rows, cols, _, _), members in matrix_groups.items():
-            values = [
-                seeded_normal(slots[i].name, rows, cols, hugging_face_std(slots[i]))
-                for i in members
-            ]
-            writer.dense(members, values)
+        # One CPU generator per matrix (seeded by its slot): the matrices are drawn and written
+        # in parallel threads, with the same values as one after another.
+        matrices = [(i, rows, cols) for (rows, cols, _, _), ms in matrix_groups.items() for i in ms]
+
+        def draw(matrix: tuple[int, int, int]) -> None:
+            i, rows, cols = matrix
+            std = hugging_face_std(slots[i])
+            writer.dense([i], [seeded_normal(slots[i].name, rows, cols, std)])
+
+        for _ in in_threads(draw, matrices, torch.get_num_threads()):
+            pass
         return writer.result()
 
     def _cores(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

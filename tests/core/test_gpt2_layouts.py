@@ -13,7 +13,7 @@ from tal.arch.specs import GPT2Spec, SpecError, ViTSpec
 from tal.arch.target_models import build_model, gpt2_pad_token_id
 from tal.checkpoints.learngene import Learngene
 from tal.hypernet import preset
-from tal.hypernet.decoder import HF_INIT_STD, LowRankMatrix, seeded_normal
+from tal.hypernet.decoder import HF_INIT_STD, LowRankMatrix, in_threads, seeded_normal
 
 PROPERTY_SETTINGS = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -94,6 +94,32 @@ def test_a_vocabulary_without_table_gets_hugging_faces_init_deterministically():
     other = spec.model_copy(update={"n_embd": 32})
     other_wte = learngene.predict(other, format="hf")["transformer.wte.weight"]
     assert not torch.equal(other_wte, wte[:, :32])
+
+
+def test_threads_draw_hugging_faces_init_with_the_same_values():
+    spec = GPT2Spec(n_layer=3, n_embd=64, n_head=2, vocab_size=257, n_positions=32)
+    learngene = learngene_with_table(50_257)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = learngene.predict(spec, format="hf")
+        torch.set_num_threads(3)
+        parallel = learngene.predict(spec, format="hf")
+    finally:
+        torch.set_num_threads(threads)
+    assert serial.keys() == parallel.keys()
+    assert all(torch.equal(serial[name], parallel[name]) for name in serial)
+
+
+def test_in_threads_keeps_order_and_the_callers_modes():
+    def modes(item: int) -> tuple[int, bool, bool]:
+        return item, torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    with torch.inference_mode():
+        seen = list(in_threads(modes, range(20), threads=3))
+    assert seen == [(i, True, False) for i in range(20)]
+    with torch.no_grad():
+        assert list(in_threads(modes, range(5), threads=2)) == [(i, False, False) for i in range(5)]
 
 
 def test_token_rows_come_from_the_table_not_the_row_index():
