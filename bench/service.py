@@ -14,8 +14,8 @@ threads as the service sizes them) and measures, per model, in one run:
 * the worker's peak resident memory during a miss above its level before, against the blob;
 * misses again once the worker is warm: after enough misses of the model to fill its memory
   cache, every new blob reuses the buffer of one the cache evicted. Until then each miss
-  faults in fresh memory, which the kernel zeroes (about 0.4 s for ViT-B's 346 MB on our
-  2-core machines, huge pages included): the first columns are a freshly started worker's.
+  grows the process, which on our virtual machines costs up to 0.4 s for ViT-B's 346 MB
+  (docs/service.md): the first columns are a freshly started worker's.
 
 Then ``--concurrency`` clients send mixed requests (ViT-Ti to GPT-2 small; misses and hits)
 for ``--burst-requests`` requests, and the hits' latency under that load is set against idle
