@@ -244,13 +244,13 @@ def curl_probe(urls: list[str], plan: Plan, samples: list[Sample]) -> None:
         result = subprocess.run(command, capture_output=True, text=True, timeout=REQUEST_TIMEOUT)
         *headers, last = result.stdout.strip().splitlines()
         status, first, total, size = last.split()
-        if not int(status):  # curl's 000: no answer
+        code = int(status)
+        if not code:  # curl's 000: no answer
             samples.append(Sample(f"curl-{label}", None, 0.0, 0.0, 0, at, 0.0, "curl: no answer"))
         else:
             hit = any(h.lower().startswith("x-cache: hit") for h in headers)
-            kind = "hit-curl" if hit and int(status) == HTTPStatus.OK else f"curl-{label}"
-            sample = Sample(kind, int(status), float(first), float(total), int(size), at, 0.0)
-            samples.append(sample)
+            kind = "hit-curl" if hit and code == HTTPStatus.OK else f"curl-{label}"
+            samples.append(Sample(kind, code, float(first), float(total), int(size), at, 0.0))
         time.sleep(CURL_PROBE_SECONDS)
 
 

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TypeVar
@@ -46,6 +46,9 @@ from tal.arch.formats import ExportPiece, ExportPlan
 from tal.arch.graph import ParamKind, ParamSlot
 from tal.hypernet.arena import OUTPUT_POOL
 from tal.hypernet.config import DecoderConfig
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 EMBEDDING_STD = 0.02  # timm / Hugging Face convention for token, position and class embeddings
 GAIN_RANGE = 4.0
@@ -60,8 +63,6 @@ BASIS_CACHE_ENTRIES = 64
 # cores) when the output is float32 and written in place.
 COMPOSE_CHUNK_ELEMENTS = 2**20
 PLAN_CACHE_ENTRIES = 256  # export plans' decoding groups kept (plans are cached per spec too)
-T = TypeVar("T")
-R = TypeVar("R")
 HF_INIT_STD = 0.02  # GPT2Config.initializer_range: Hugging Face's normal init of embeddings
 SEED_BYTES = 8
 
@@ -106,14 +107,12 @@ def seeded_normal(name: str, rows: int, cols: int, std: float = HF_INIT_STD) -> 
     return torch.randn(rows, cols, generator=generator).mul_(std)
 
 
-def in_threads(work: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
-    """``work(item)`` for each item, in order, computed by up to ``threads`` threads (torch
-    releases the GIL in its kernels) at most ``threads`` results ahead of the consumer, so
-    that only that many results wait in memory. The threads run in the caller's grad and
-    inference mode (both are per thread in torch)."""
+def in_threads(work: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
+    """``[work(item) for item in items]``, computed by up to ``threads`` threads (torch releases
+    the GIL in its kernels), so at most ``threads`` items are in work at once. The threads run
+    in the caller's grad and inference mode (both are per thread in torch)."""
     if threads <= 1:
-        yield from map(work, items)
-        return
+        return [work(item) for item in items]
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
     def in_callers_mode(item: T) -> R:
@@ -121,13 +120,7 @@ def in_threads(work: Callable[[T], R], items: Iterable[T], threads: int) -> Iter
             return work(item)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        pending: deque[Future[R]] = deque()
-        for item in items:
-            pending.append(pool.submit(in_callers_mode, item))
-            if len(pending) > threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        return list(pool.map(in_callers_mode, items))
 
 
 class CosineBasis(nn.Module):
@@ -279,7 +272,8 @@ class ParamDecoder(nn.Module):
             ones = torch.tensor([slots[i].kind == ParamKind.NORM_SCALE for i in members])
             writer.vectors(members, ones[:, None].float().expand(-1, length).to(device))
         # One CPU generator per matrix (seeded by its slot): the matrices are drawn and written
-        # in parallel threads, with the same values as one after another.
+        # in parallel threads, with the same values as one after another; each thread holds
+        # one matrix's float32 values at a time.
         matrices = [(i, rows, cols) for (rows, cols, _, _), ms in matrix_groups.items() for i in ms]
 
         def draw(matrix: tuple[int, int, int]) -> None:
@@ -287,8 +281,7 @@ class ParamDecoder(nn.Module):
             std = hugging_face_std(slots[i])
             writer.dense([i], [seeded_normal(slots[i].name, rows, cols, std)])
 
-        for _ in in_threads(draw, matrices, torch.get_num_threads()):
-            pass
+        in_threads(draw, matrices, torch.get_num_threads())
         return writer.result()
 
     def _cores(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
