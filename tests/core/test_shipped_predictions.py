@@ -1,7 +1,8 @@
 """The shipped checkpoint predicts what it predicted when the reference was recorded.
 
 ``tests/fixtures/reference_predictions.safetensors`` holds the shipped checkpoint's float32
-predictions for a tiny ViT (timm with a task, Hugging Face without) and a tiny GPT-2. Code
+predictions for a tiny ViT (timm with a task, Hugging Face without), a tiny GPT-2 of another
+vocabulary and one of GPT-2's vocabulary with a text task's sequence head. Code
 changes that are meant to keep behaviour (refactors, a faster decoder) must reproduce them bit
 for bit on a machine of the kind that recorded them (the same torch CPU kernel path), and to
 float rounding elsewhere. A new shipped checkpoint needs a new reference: rerun
