@@ -9,8 +9,10 @@ one device-to-host copy). A blob with a head fitted to a task's images is predic
 fitted, then cast once into its payload.
 
 Every blob carries metadata: ``tal.spec`` (canonical JSON), ``tal.task``, ``tal.model_version``,
-``tal.format``, ``tal.dtype``, ``tal.head``, and with a task's images ``tal.input_norm`` (the
-normalisation their embedding and a fitted head expect).
+``tal.format``, ``tal.dtype``, ``tal.head``, with a task's images ``tal.input_norm`` (the
+normalisation their embedding and a fitted head expect), and for a ViT outside the learngene's
+trained range ``tal.proxy`` (the spec predicted, then lifted to this one: ``tal.transfer.lift``;
+such a blob is written once after the lift instead of decoded into its payload).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ from tal.tasks import TaskData
 from tal.tasks.text.data import TextTaskData
 
 CPU = torch.device("cpu")
+PROXY_METADATA_KEY = "tal.proxy"
+"""Present when the ViT is outside the learngene's trained range: the canonical JSON of the
+in-range spec that was predicted and lifted to it (``tal.transfer.lift``)."""
 
 
 @lru_cache(maxsize=1)
@@ -139,6 +144,9 @@ def predict_blob(
     if embedding is None:
         embedding = learngene.task_embedding(task)
     metadata = blob_metadata(spec, task, format, dtype, learngene, head)
+    proxy = learngene.proxy(spec)
+    if proxy is not None:
+        metadata[PROXY_METADATA_KEY] = proxy.canonical_json()
     if head == HEAD_DISCRIMINANT:
         return _with_fitted_head(
             learngene, spec, embedding, format, output_dtype, metadata, support
@@ -147,6 +155,9 @@ def predict_blob(
         metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(support_for_spec(support, spec).norm)
     layout = _layout(plan, output_dtype, metadata)
     blob = layout.allocate(OUTPUT_POOL.empty(layout.total_bytes, torch.uint8, CPU))
+    if proxy is not None:  # predicted at the proxy, lifted, then written once
+        blob.write(learngene.predict(spec, embedding, format, dtype))
+        return BlobPrediction(blob)
     payload = blob.payload_as(output_dtype)
     device = learngene.hypernet.device
     with torch.inference_mode():

@@ -16,6 +16,7 @@ FLOORS: dict[str, int] = {
     "tal.tasks": 0,
     "tal.blobs": 0,
     "tal.hypernet": 1,
+    "tal.transfer": 1,
     "tal.checkpoints": 2,
     "tal.heads": 3,
     "tal.predict": 4,

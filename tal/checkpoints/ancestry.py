@@ -16,6 +16,7 @@ from torch import nn
 
 from tal.arch.specs import ViTSpec
 from tal.arch.target_models import build_model
+from tal.transfer import TRANSFER_METHODS, TransferMethod
 
 FEATURE_BATCH = 256
 TASK_EMBEDDING_EXAMPLES = 300  # training images behind a task's embedding ("a few hundred")
@@ -87,6 +88,24 @@ class Ancestry:
     def embed_task(self, images: torch.Tensor) -> torch.Tensor:
         """The task embedding ``(width,)``: mean CLS feature over the task's images."""
         return self.features(ancestry_inputs(images, self.spec)).mean(dim=0)
+
+    def transfer(
+        self, target: ViTSpec, method: TransferMethod, task: str | None = None, seed: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """The target's timm state dict transferred from this model's weights by ``method``
+        (``tal.transfer``: ``"weight_selection"`` or ``"dct"``), with no training.
+
+        For a ``task`` this model learned, its rows of the union head become the target's head
+        (``target.num_classes`` must equal the task's class count); for any other task, or
+        none, the head keeps the target's timm initialisation.
+        """
+        if method not in TRANSFER_METHODS:
+            raise ValueError(
+                f"unknown transfer method {method!r}; use one of {list(TRANSFER_METHODS)}"
+            )
+        head_rows = self.task_offsets.get(task) if task is not None else None
+        source_state = {name: t.detach().cpu() for name, t in self.model.state_dict().items()}
+        return TRANSFER_METHODS[method](self.spec, source_state, target, seed, head_rows)
 
     def to_bytes(self) -> bytes:
         """Safetensors bytes (metadata: spec, task offsets); the same model gives the same bytes."""

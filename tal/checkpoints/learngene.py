@@ -10,15 +10,16 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from tal.arch.formats import OutputFormat, parse_dtype
+from tal.arch.formats import OutputFormat, check_format, export_plan, export_state, parse_dtype
 from tal.arch.parse import parse_arch
-from tal.arch.specs import SpecLike
+from tal.arch.specs import GPT2Spec, SpecLike, ViTSpec
 from tal.checkpoints import store
 from tal.checkpoints.ancestry import Ancestry, NoAncestryError
 from tal.checkpoints.provenance import code_version, describe_environment
 from tal.checkpoints.text_ancestry import TextAncestry
 from tal.hypernet import HypernetConfig, TALHypernet
 from tal.tasks.errors import UnknownTaskError
+from tal.transfer.lift import TrainedRange, lift
 
 UNTRAINED_NAME = "untrained"
 CHECKPOINT_FORMAT = 1
@@ -109,9 +110,35 @@ class Learngene:
         format: OutputFormat = "timm",
         dtype: str = "float32",
     ) -> dict[str, torch.Tensor]:
-        """Predicted weights of ``arch`` for ``task``, loadable with ``strict=True``."""
+        """Predicted weights of ``arch`` for ``task``, loadable with ``strict=True``.
+
+        A ViT outside the trained range is predicted at its :meth:`proxy` and lifted to its
+        shape and input format (``tal.transfer.lift``)."""
         spec = parse_arch(arch)
-        return self.hypernet(spec, self.task_embedding(task), format, parse_dtype(dtype))
+        embedding = self.task_embedding(task)
+        output_dtype = parse_dtype(dtype)
+        proxy = self.proxy(spec)
+        if proxy is None:
+            return self.hypernet(spec, embedding, format, output_dtype)
+        check_format(spec, format)
+        proxy_state = self.hypernet(proxy, embedding, "timm", torch.float32)
+        initial = self.hypernet(spec, embedding, "timm", torch.float32)
+        lifted = lift(proxy, proxy_state, spec, initial)
+        return export_state(lifted, export_plan(spec, format), output_dtype)
+
+    @property
+    def trained_range(self) -> TrainedRange | None:
+        """The ViT shapes and input format of the library the manifest names (None: unknown,
+        every spec is predicted as it is)."""
+        return TrainedRange.of_manifest(self.manifest)
+
+    def proxy(self, spec: ViTSpec | GPT2Spec) -> ViTSpec | None:
+        """The in-range spec predicted and lifted for ``spec`` (``tal.transfer.lift``); None
+        when ``spec`` is predicted as it is (in range, a GPT-2, or no known range)."""
+        trained = self.trained_range
+        if not isinstance(spec, ViTSpec) or trained is None or trained.contains(spec):
+            return None
+        return trained.proxy(spec)
 
     def save(
         self,

@@ -52,7 +52,33 @@ def _cmd_eval_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_user_scale(args: argparse.Namespace) -> int:
+    """``tal eval --user-scale``: the shipped learngene and the training-free baselines at
+    ViT-S/B shapes -> docs/user_scale.{md,json} and a block of docs/results.md."""
+    from tal.evaluation.user_scale import USER_SCALE_QUICK, UserScaleConfig, run_user_scale
+    from tal.evaluation.user_scale_report import read_user_scale, write_user_scale_report
+    from tal.training.config import ConfigError, load_config
+
+    overrides: dict = {"output_dir": args.output_dir, "checkpoint": args.checkpoint}
+    if args.quick:
+        overrides = {**USER_SCALE_QUICK, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        config = load_config(UserScaleConfig, args.config, overrides)
+        if args.report_only:
+            results = read_user_scale(config.output_dir / "user_scale.json")
+        else:
+            results = run_user_scale(config)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    written = write_user_scale_report(results, config.output_dir)
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.user_scale:
+        return _cmd_eval_user_scale(args)
     if args.modality == "text":
         return _cmd_eval_text(args)
     from tal.evaluation.config import QUICK, EvalConfig
@@ -115,6 +141,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="image",
         help="image: ViTs on the image tasks (results.md); text: GPT-2 on the text tasks "
         f"({TEXT_REPORT}), with its own config (tal.evaluation.text_config)",
+    )
+    evaluate.add_argument(
+        "--user-scale",
+        action="store_true",
+        help="measure a stored learngene against weight selection and the DCT transfer at "
+        "ViT-S/B shapes, RGB, 64-224 px (docs/user_scale.md; tal.evaluation.user_scale); "
+        "takes --config, --checkpoint, --output-dir, --quick, --report-only",
+    )
+    evaluate.add_argument(
+        "--checkpoint",
+        default=None,
+        help="with --user-scale: NAME or NAME:VERSION in the model store (default tal-default)",
     )
     evaluate.add_argument("--quick", action="store_true", help="tiny budget (tests)")
     evaluate.add_argument("--fresh", action="store_true", help="discard earlier training state")

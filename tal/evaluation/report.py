@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tal.evaluation.schema import EvalResults
 from tal.evaluation.stats import epochs_to_reach, paired_t_test, summarize
+from tal.evaluation.user_scale_report import kept_block
 
 PAPER_MARGIN_POINTS = 24.0  # TAL over GHN untrained, paper's Decathlon average
 ANCESTRY_FRACTION_TARGET = 0.85
@@ -489,4 +490,7 @@ def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> No
         )
     lines += _environment_lines(results)
     lines += ["", *_ancestry_lines(results)]
-    markdown.write_text("\n".join(lines))
+    user_scale = kept_block(markdown)  # written by `tal eval --user-scale`
+    if user_scale:
+        lines += ["", user_scale]
+    markdown.write_text("\n".join(lines) + "\n")

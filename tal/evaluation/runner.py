@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from tal.arch.libraries import build_library
 from tal.arch.specs import ViTSpec
 from tal.arch.target_models import build_model
 from tal.checkpoints.ancestry import Ancestry
@@ -36,7 +37,6 @@ from tal.training.ancestry_trainer import ARTIFACT_DIR, load_ancestry_artifacts,
 from tal.training.config import HypernetTrainConfig
 from tal.training.distributed import DistInfo
 from tal.training.hypernet_trainer import HypernetTrainer
-from tal.training.libraries import build_library
 from tal.training.recipe import CPU_RECIPE, DISTILLATIONS, DistillTarget
 
 DEEPER_BY = 2  # the "deeper than anything in training" architecture adds this many blocks

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from tal.arch.formats import HF_SEQUENCE_CLASSIFICATION
+from tal.arch.libraries import build_library
 from tal.arch.specs import GPT2Spec
 from tal.arch.target_models import build_model
 from tal.checkpoints import store
@@ -45,7 +46,6 @@ from tal.training.ancestry_trainer import ARTIFACT_DIR
 from tal.training.config import HypernetTrainConfig
 from tal.training.distributed import DistInfo
 from tal.training.hypernet_trainer import HypernetTrainer
-from tal.training.libraries import build_library
 from tal.training.recipe import CPU_RECIPE
 from tal.training.text_ancestry_trainer import TEXT_ARTIFACT_DIR, load_text_ancestry_artifacts
 from tal.training.text_data import TEXT

@@ -1,1 +1,1 @@
-"""The training job: model libraries, the ancestry model, stage 1, stage 2, TAL+ and baselines."""
+"""The training job: the ancestry model, stage 1, stage 2, TAL+ and baselines."""

@@ -27,6 +27,7 @@ from torch import nn
 
 from tal.arch.functional import forward_with
 from tal.arch.graph import VECTOR_KINDS, build_graph
+from tal.arch.libraries import build_library
 from tal.arch.specs import ViTSpec
 from tal.arch.target_models import build_model
 from tal.checkpoints.learngene import Learngene
@@ -35,7 +36,6 @@ from tal.training.ancestry_trainer import load_ancestry_artifacts
 from tal.training.config import ConfigError, HypernetTrainConfig
 from tal.training.data import SuiteData, step_generator
 from tal.training.distributed import DistInfo
-from tal.training.libraries import build_library
 from tal.training.loop import TrainLoop
 from tal.training.state import load_state
 from tal.training.text_data import TEXT

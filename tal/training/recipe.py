@@ -37,7 +37,7 @@ class TextRecipe:
         ancestry_steps: optimiser steps of the text ancestry GPT-2.
         stage1_steps, stage2_steps: text steps interleaved with each stage's image steps (one
             checkpoint serves both families).
-        library: the GPT-2 model library (``tal.training.libraries``).
+        library: the GPT-2 model library (``tal.arch.libraries``).
         meta_batch, batch_size, max_tokens, lm_positions: GPT-2 architectures per text step;
             token rows per step, cut to ``max_tokens``; next-token targets the LM loss is
             estimated on (``tal.training.text_data.sample_lm_positions``).
@@ -63,7 +63,7 @@ class TrainingRecipe:
     Attributes:
         ancestry_steps, stage1_steps, stage2_steps: optimiser steps of each stage (stage 2 still
             gained from 1,600 to 2,400 steps).
-        library, plus_library: the model libraries of TAL and TAL+ (``tal.training.libraries``).
+        library, plus_library: the model libraries of TAL and TAL+ (``tal.arch.libraries``).
         meta_batch: architectures per step; batch_size: images per step.
         stage1_task_temperature, stage2_task_temperature: batches sample tasks
             ``~ (n_i / N)^T``; stage 2 near-uniform, so the small glyph tasks get their share.

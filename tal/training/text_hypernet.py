@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from tal.arch.formats import HF_SEQUENCE_CLASSIFICATION
+from tal.arch.libraries import build_library
 from tal.arch.specs import GPT2Spec
 from tal.checkpoints.text_ancestry import TextAncestry
 from tal.hypernet import TALHypernet
 from tal.training.config import ConfigError, HypernetTrainConfig
 from tal.training.data import step_generator
 from tal.training.distributed import DistInfo
-from tal.training.libraries import build_library
 from tal.training.text_ancestry_trainer import load_text_ancestry_artifacts
 from tal.training.text_data import TextBatch, TextSuiteData, cut_rows, sample_lm_positions
 from tal.training.text_model import (

@@ -12,22 +12,18 @@ What they share (layers, patch and position embeddings, channels, the head) is i
 spec, seed, head rows) and return a state dict that loads with ``strict=True`` into
 ``tal.arch.target_models.build_model(target, "timm")``.
 
-    >>> from tal.checkpoints.ancestry import Ancestry
-    >>> ancestry = Ancestry.from_bytes(open("ancestry.safetensors", "rb").read())
-    >>> target = ViTSpec(depth=6, embed_dim=128, num_heads=4, patch_size=8, img_size=32,
-    ...                  in_chans=1, num_classes=10)
-    >>> state = transfer_from_ancestry(ancestry, target, "dct", task="glyphs_digits")
+    >>> state = dct_transfer(source_spec, source_state, target_spec, seed=0, head_rows=(0, 10))
+
+``tal.checkpoints.ancestry.Ancestry.transfer`` applies them to the ancestry model;
+:mod:`tal.transfer.lift` to a learngene's own predictions outside its trained range.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Literal
 
 import torch
-
-from tal.arch.specs import ViTSpec
-from tal.checkpoints.ancestry import Ancestry
 
 from .dct_transfer import dct_transfer
 from .weight_selection import weight_selection
@@ -39,32 +35,9 @@ TRANSFER_METHODS: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
 }
 
 
-def transfer_from_ancestry(
-    ancestry: Ancestry,
-    target: ViTSpec,
-    method: TransferMethod,
-    task: str | None = None,
-    seed: int = 0,
-) -> dict[str, torch.Tensor]:
-    """The target's timm state dict transferred from the ancestry by ``method``.
-
-    For a ``task`` the ancestry was trained on, its rows of the ancestry's union head become
-    the target's head (``target.num_classes`` must equal the task's class count); for any
-    other task, or none, the head keeps the target's timm initialisation.
-    """
-    if method not in TRANSFER_METHODS:
-        raise ValueError(f"unknown transfer method {method!r}; use one of {list(TRANSFER_METHODS)}")
-    head_rows = ancestry.task_offsets.get(task) if task is not None else None
-    source_state: Mapping[str, torch.Tensor] = {
-        name: tensor.detach().cpu() for name, tensor in ancestry.model.state_dict().items()
-    }
-    return TRANSFER_METHODS[method](ancestry.spec, source_state, target, seed, head_rows)
-
-
 __all__ = [
     "TRANSFER_METHODS",
     "TransferMethod",
     "dct_transfer",
-    "transfer_from_ancestry",
     "weight_selection",
 ]

@@ -144,7 +144,8 @@ def convert_kernel_channels(kernel: torch.Tensor, in_chans: int) -> torch.Tensor
     if channels == in_chans:
         return kernel
     if (channels, in_chans) == (GREY, RGB):
-        luma = torch.tensor(LUMA_WEIGHTS, dtype=kernel.dtype).view(1, RGB, 1, 1)
+        luma = torch.tensor(LUMA_WEIGHTS, dtype=kernel.dtype, device=kernel.device)
+        luma = luma.view(1, RGB, 1, 1)
         return kernel * luma
     if in_chans == GREY:
         return kernel.sum(dim=1, keepdim=True)
@@ -177,7 +178,7 @@ def _pos_embed(source: ViTSpec, pos: torch.Tensor, target: ViTSpec, init: torch.
         return patches
     if source.class_token:
         return torch.cat([grid[:, :prefix], patches], dim=1)
-    filler = torch.zeros(1, 1, pos.shape[-1], dtype=pos.dtype)
+    filler = pos.new_zeros(1, 1, pos.shape[-1])
     filler[..., : min(pos.shape[-1], init.shape[-1])] = init[:, :1, : pos.shape[-1]]
     return torch.cat([filler, patches], dim=1)
 
@@ -218,8 +219,9 @@ def _aligned_source(
     return tensor
 
 
-def check_state(spec: ViTSpec, state: Mapping[str, torch.Tensor]) -> None:
-    """``ValueError`` unless ``state`` has exactly the tensors of ``spec``'s timm ViT."""
+def check_state(spec: ViTSpec, state: Mapping[str, torch.Tensor], role: str = "source") -> None:
+    """``ValueError`` unless ``state`` has exactly the tensors of ``spec``'s timm ViT (``role``
+    names the state in the message)."""
     expected = {slot.name: slot.stored_shape for slot in build_graph(spec).params}
     got = {name: tuple(t.shape) for name, t in state.items()}
     if got != expected:
@@ -227,7 +229,7 @@ def check_state(spec: ViTSpec, state: Mapping[str, torch.Tensor]) -> None:
         extra = sorted(set(got) - set(expected))[:4]
         shapes = [n for n in expected if n in got and got[n] != expected[n]][:4]
         raise ValueError(
-            f"source state dict does not match its spec: missing {missing}, unexpected "
+            f"{role} state dict does not match its spec: missing {missing}, unexpected "
             f"{extra}, wrong shapes {shapes}"
         )
 
@@ -258,6 +260,7 @@ def transfer_state(
     width_map: WidthMap,
     seed: int = 0,
     head_rows: tuple[int, int] | None = None,
+    initial: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The target's timm state dict: each tensor from its source through ``width_map``.
 
@@ -268,6 +271,8 @@ def transfer_state(
         seed: seeds the target's initialisation (the fill of whatever has no source).
         head_rows: ``(start, stop)`` rows of the source head to keep (a task it learned);
             None keeps the target's initial head.
+        initial: the target's initial state (timm names), the fill of whatever has no
+            source; None: timm's initialisation seeded by ``seed``.
 
     Returns:
         float tensors named and shaped as ``build_model(target, "timm").state_dict()``
@@ -277,7 +282,11 @@ def transfer_state(
         raise TypeError("weight transfers map a ViT to a ViT; got " + type(target).__name__)
     check_state(source, source_state)
     _check_head_rows(head_rows, source, target)
-    init = target_initial_state(target, seed)
+    if initial is None:
+        init = target_initial_state(target, seed)
+    else:
+        check_state(target, initial, "initial")
+        init = {name: tensor.detach().clone() for name, tensor in initial.items()}
     result: dict[str, torch.Tensor] = {}
     for name, fill in init.items():
         source_name = _source_name(name, source, target)

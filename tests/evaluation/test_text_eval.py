@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tal.arch.formats import HF_SEQUENCE_CLASSIFICATION
+from tal.arch.libraries import build_library
 from tal.arch.specs import GPT2Spec
 from tal.arch.target_models import build_model
 from tal.evaluation.foreign_text import BYTE_VOCAB, foreign_splits, foreign_text
@@ -18,7 +19,6 @@ from tal.tasks import load_task
 from tal.training.ancestry_trainer import AncestryTrainer
 from tal.training.config import AncestryTrainConfig, OptimConfig, TextAncestryTrainConfig
 from tal.training.distributed import DistInfo
-from tal.training.libraries import build_library
 from tal.training.text_ancestry_trainer import TextAncestryTrainer
 
 QUICK_TIMEOUT_S = 1800

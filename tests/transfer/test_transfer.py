@@ -305,3 +305,26 @@ def test_untrained_transfer_beats_chance(
         "glyphs_digits", "test", root=root, image_size=target.img_size, in_chans=target.in_chans
     )
     assert accuracy(model, test) > CHANCE_MARGIN * chance
+
+
+def test_ancestry_transfer_takes_the_tasks_head_rows(
+    trained_ancestry: tuple[dict[str, torch.Tensor], float],
+) -> None:
+    from tal.checkpoints.ancestry import Ancestry
+
+    state, _ = trained_ancestry
+    union = SOURCE.model_copy(update={"num_classes": 15})  # glyphs_digits, then 5 others
+    ancestry = Ancestry.create(union, {"glyphs_digits": (0, 10), "other": (10, 15)})
+    union_state = dict(state)
+    union_state["head.weight"] = torch.cat([state["head.weight"], torch.zeros(5, 48)])
+    union_state["head.bias"] = torch.cat([state["head.bias"], torch.ones(5)])
+    ancestry.model.load_state_dict(union_state)
+    other = SOURCE.model_copy(update={"num_classes": 5})
+    for method in TRANSFER_METHODS:
+        learned = ancestry.transfer(SOURCE, method, "glyphs_digits")
+        torch.testing.assert_close(learned["head.bias"], state["head.bias"])
+        assert torch.equal(ancestry.transfer(other, method, "other")["head.bias"], torch.ones(5))
+        unknown = ancestry.transfer(SOURCE, method, "unseen", seed=1)
+        assert torch.equal(unknown["head.weight"], target_initial_state(SOURCE, 1)["head.weight"])
+    with pytest.raises(ValueError, match="unknown transfer method"):
+        ancestry.transfer(SOURCE, "nearest", "glyphs_digits")  # type: ignore[arg-type]

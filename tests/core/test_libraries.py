@@ -1,5 +1,5 @@
+from tal.arch.libraries import PRESETS, build_library, is_held_out
 from tal.arch.specs import ViTSpec
-from tal.training.libraries import PRESETS, build_library, is_held_out
 
 
 def test_libraries_are_deterministic_and_split_stably():
