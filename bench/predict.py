@@ -7,6 +7,11 @@ extra resident memory during one prediction (measured in a fresh subprocess) rel
 output size, and the time of the baseline
 ``timm.create_model(name, pretrained=False)`` (``GPT2LMHeadModel(GPT2Config())`` for GPT-2).
 
+"encode" and "decode" are the hypernetwork at the requested shape; "total" is what a client
+gets (``Learngene.predict``), which for a ViT outside the checkpoint's trained range ("lifted":
+yes) also predicts the proxy and lifts it (``tal.transfer.lift``); "lift ms" is the lift step
+alone (the proxy's own prediction is a small one).
+
     python bench/predict.py [--repeats 5] [--json results.json]
 """
 
@@ -30,6 +35,7 @@ from tal.arch.parse import parse_arch
 from tal.arch.specs import GPT2Spec
 from tal.checkpoints.learngene import load_default
 from tal.hypernet.arena import OUTPUT_POOL
+from tal.transfer.lift import lift
 
 MODELS = {
     "vit_tiny_patch16_224": "timm",
@@ -109,6 +115,12 @@ def measure(name: str, repeats: int) -> dict[str, float]:
         encode_s = median_seconds(lambda: hypernet.encode(spec), repeats)
         nodes = hypernet.encode(spec)
         decode_s = median_seconds(lambda: hypernet.decoder(nodes, plan), repeats)
+        proxy = learngene.proxy(spec)
+        lift_s = 0.0
+        if proxy is not None:
+            proxy_state = hypernet(proxy, None, "timm", torch.float32)
+            initial = hypernet(spec, None, "timm", torch.float32)
+            lift_s = median_seconds(lambda: lift(proxy, proxy_state, spec, initial), repeats)
         total_s = median_seconds(lambda: learngene.predict(spec, format=format), repeats)
         with OUTPUT_POOL.budget(0):
             cold_s = median_seconds(lambda: learngene.predict(spec, format=format), repeats)
@@ -127,6 +139,8 @@ def measure(name: str, repeats: int) -> dict[str, float]:
         "graph_ms": graph_s * 1e3,
         "encode_ms": encode_s * 1e3,
         "decode_ms": decode_s * 1e3,
+        "lifted": proxy is not None,
+        "lift_ms": lift_s * 1e3,
         "total_ms": total_s * 1e3,
         "cold_total_ms": cold_s * 1e3,
         "baseline_ms": baseline_s * 1e3,
@@ -153,7 +167,8 @@ def main() -> None:
         f"checkpoint {load_default(device='cpu').model_version}"
     )
     header = (
-        f"{'model':24} {'graph ms':>9} {'encode ms':>10} {'decode ms':>10} {'total ms':>9} "
+        f"{'model':24} {'lifted':>6} {'graph ms':>9} {'encode ms':>10} {'decode ms':>10} "
+        f"{'lift ms':>8} {'total ms':>9} "
         f"{'cold ms':>8} "
         f"{'baseline ms':>12} {'ratio':>6} {'out MiB':>8} {'extra MiB':>10} {'extra/out':>9}"
     )
@@ -162,7 +177,8 @@ def main() -> None:
     for name in args.models:
         r = results[name] = measure(name, args.repeats)
         print(
-            f"{name:24} {r['graph_ms']:9.2f} {r['encode_ms']:10.1f} {r['decode_ms']:10.1f} "
+            f"{name:24} {'yes' if r['lifted'] else 'no':>6} {r['graph_ms']:9.2f} "
+            f"{r['encode_ms']:10.1f} {r['decode_ms']:10.1f} {r['lift_ms']:8.1f} "
             f"{r['total_ms']:9.1f} {r['cold_total_ms']:8.1f} {r['baseline_ms']:12.1f} "
             f"{r['ratio_to_baseline']:6.2f} "
             f"{r['output_mib']:8.1f} {r['peak_extra_mib']:10.1f} "

@@ -67,11 +67,12 @@ def _cmd_eval_user_scale(args: argparse.Namespace) -> int:
         if args.report_only:
             results = read_user_scale(config.output_dir / "user_scale.json")
         else:
-            results = run_user_scale(config)
+            results = run_user_scale(config, config.output_dir / "user_scale.partial.json")
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     written = write_user_scale_report(results, config.output_dir)
+    (config.output_dir / "user_scale.partial.json").unlink(missing_ok=True)
     print("wrote " + ", ".join(map(str, written)))
     return 0
 

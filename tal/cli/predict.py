@@ -49,7 +49,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES, NoAncestryError
     from tal.checkpoints.learngene import Learngene, load_default
     from tal.heads.support import INPUT_NORM_METADATA_KEY
-    from tal.predict import predict_blob, predict_for_task_data
+    from tal.predict import PROXY_METADATA_KEY, predict_blob, predict_for_task_data
     from tal.tasks.errors import UnknownTaskError
 
     if args.task and args.task_data:
@@ -82,6 +82,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if prediction.head_fit:
                 head_note = _head_note(prediction.head_fit)
         elapsed = time.perf_counter() - start
+        proxy = blob.layout.metadata.get(PROXY_METADATA_KEY)
+        if proxy:
+            head_note += f"; outside the trained range, lifted from {proxy}"
         if args.out_dir is not None:
             norm = blob.layout.metadata.get(INPUT_NORM_METADATA_KEY)
             input_norm = json.loads(norm) if norm else None

@@ -21,6 +21,7 @@ the behaviour before the lift). The ancestry's own test accuracy is the referenc
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -68,15 +69,25 @@ class UserScaleConfig(BaseModel):
     methods: tuple[str, ...] = METHODS
     tasks: tuple[str, ...] | None = None  # None: every image task
     test_examples: dict[str, int] = Field(
-        default_factory=lambda: {VIT_S_WIDTH_64_RGB: 2000},
+        default_factory=lambda: {
+            VIT_S_WIDTH_64_RGB: 1000,
+            "vit_small_patch16_224": 200,
+            "vit_base_patch16_224": 100,
+        },
         description="test images per task for an architecture (default_test_examples otherwise)",
     )
-    default_test_examples: int = Field(300, ge=1)
+    default_test_examples: int = Field(200, ge=1)
     support_examples: int = Field(TASK_EMBEDDING_EXAMPLES, ge=1, description="for fitted heads")
+    unseen_task_architectures: tuple[str, ...] = Field(
+        (VIT_S_WIDTH_64_RGB,),
+        description="where the tasks the ancestry did not learn are measured (their fitted heads "
+        "cost a forward pass over the support images per method: minutes at 224 px on a CPU)",
+    )
     finetune_architecture: str = VIT_S_WIDTH_64_RGB
     finetune_tasks: tuple[str, ...] = ("fashion_mnist", "glyphs_digits")
-    finetune_examples: int = Field(4096, ge=1, description="training images per task")
-    finetune_epochs: int = Field(4, ge=1)
+    finetune_methods: tuple[str, ...] = (RANDOM, *TRANSFERS, TAL)
+    finetune_examples: int = Field(2048, ge=1, description="training images per task")
+    finetune_epochs: int = Field(3, ge=1)
     finetune_batch_size: int = Field(64, ge=1)
     finetune_lr: float = Field(5e-4, gt=0)
     finetune_warmup_epochs: int = Field(1, ge=0)
@@ -84,6 +95,9 @@ class UserScaleConfig(BaseModel):
     few_shot_epochs: int = Field(3, ge=1)
     few_shot_batch_size: int = Field(32, ge=1)
     few_shot_warmup_epochs: int = Field(1, ge=0)
+    few_shot_lr: float = Field(
+        1e-4, gt=0, description="lower than finetune_lr: 300 images, most of an epoch warming up"
+    )
     seeds: tuple[int, ...] = (0, 1, 2)
 
     def recipe(self) -> FinetuneRecipe:
@@ -100,7 +114,7 @@ class UserScaleConfig(BaseModel):
         return FinetuneRecipe(
             epochs=self.few_shot_epochs,
             batch_size=self.few_shot_batch_size,
-            lr=self.finetune_lr,
+            lr=self.few_shot_lr,
             warmup_epochs=self.few_shot_warmup_epochs,
         )
 
@@ -202,7 +216,7 @@ def _check(config: UserScaleConfig) -> None:
     for name in (*config.architectures, config.finetune_architecture):
         if name not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {name!r}; choose from {list(ARCHITECTURES)}")
-    unknown = sorted(set(config.methods) - set(METHODS))
+    unknown = sorted(set(config.methods + config.finetune_methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
 
@@ -211,13 +225,17 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def measure_untrained(scale: UserScale, tasks: dict[str, int]) -> dict[str, Any]:
-    """``{architecture: {task: {method: accuracy}}}`` (seed 0), and each proxy's spec."""
+def measure_untrained(
+    scale: UserScale, tasks: dict[str, int], architectures: tuple[str, ...]
+) -> dict[str, Any]:
+    """``{architecture: {task: {method: accuracy}}}`` (seed 0)."""
     config = scale.config
     untrained: dict[str, Any] = {}
-    for arch in config.architectures:
+    for arch in architectures:
         limit = config.test_examples.get(arch, config.default_test_examples)
         for task, classes in tasks.items():
+            if not scale.learned(task) and arch not in config.unseen_task_architectures:
+                continue
             spec = ARCHITECTURES[arch].model_copy(update={"num_classes": classes})
             test = load_task(
                 task, "test", limit=limit, image_size=spec.img_size, in_chans=spec.in_chans
@@ -269,7 +287,7 @@ def measure_finetuned(scale: UserScale, tasks: dict[str, int]) -> dict[str, Any]
         test = load_task(task, "test", limit=limit, **fmt)
         results["tasks"][task] = {
             method: _finetuned(scale, spec, task, method, train, test, config.recipe())
-            for method in config.methods
+            for method in config.finetune_methods
         }
     if config.few_shot_task is not None:
         task = config.few_shot_task
@@ -291,8 +309,10 @@ def measure_finetuned(scale: UserScale, tasks: dict[str, int]) -> dict[str, Any]
     return results
 
 
-def run_user_scale(config: UserScaleConfig) -> dict[str, Any]:
-    """Every measurement of the user-scale evaluation, as the JSON that the report renders."""
+def run_user_scale(config: UserScaleConfig, partial: Path | None = None) -> dict[str, Any]:
+    """Every measurement of the user-scale evaluation, as the JSON that the report renders;
+    what is measured so far is written to ``partial`` after each stage (an interrupted run
+    keeps its figures)."""
     _check(config)
     tasks = _tasks(config)
     for task in (*config.finetune_tasks, *([config.few_shot_task] if config.few_shot_task else [])):
@@ -316,11 +336,23 @@ def run_user_scale(config: UserScaleConfig) -> dict[str, Any]:
         "proxies": {
             arch: _proxy_json(learngene, ARCHITECTURES[arch]) for arch in config.architectures
         },
-        "untrained": measure_untrained(scale, tasks),
     }
+    # the fine-tuning architecture first, then its fine-tuning, then the wide ones (slowest)
+    order = sorted(config.architectures, key=lambda a: a != config.finetune_architecture)
+    results["untrained"] = measure_untrained(scale, tasks, tuple(order[:1]))
+    _save(results, partial)
     results["finetuned"] = measure_finetuned(scale, tasks)
+    for arch in order[1:]:
+        _save(results, partial)
+        results["untrained"] |= measure_untrained(scale, tasks, (arch,))
     results["seconds"] = time.perf_counter() - started
     return results
+
+
+def _save(results: dict[str, Any], path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2))
 
 
 def _proxy_json(learngene: Learngene, spec: ViTSpec) -> dict[str, Any] | None:

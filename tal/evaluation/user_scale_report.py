@@ -209,7 +209,8 @@ def _finetune_lines(results: dict[str, Any]) -> list[str]:
             "",
             f"Few-shot: {few_shot['examples']} balanced training images of `{few_shot['task']}` "
             f"(unseen by every method) are all the data: every method's head is fitted to them "
-            f"and it is fine-tuned on them for {config['few_shot_epochs']} epochs (batch "
+            f"and it is fine-tuned on them for {config['few_shot_epochs']} epochs (lr "
+            f"{config['few_shot_lr']}, batch "
             f"{config['few_shot_batch_size']}, warm-up {config['few_shot_warmup_epochs']} "
             "epoch), as a task registered over the API is served.",
         ]
@@ -230,9 +231,10 @@ def render(results: dict[str, Any]) -> str:
         "`tal_unlifted` (the hypernetwork's prediction at the requested shape itself). Test "
         "images per task: "
         + ", ".join(f"{a} {n}" for a, n in config["test_examples"].items())
-        + f", {config['default_test_examples']} elsewhere. On the tasks the ancestry did not "
-        f"learn, every method's head is a shrinkage-LDA head fitted to "
-        f"{config['support_examples']} training images.",
+        + f", {config['default_test_examples']} elsewhere. The tasks the ancestry did not "
+        f"learn are measured at {', '.join(config['unseen_task_architectures'])}, every "
+        f"method's head a shrinkage-LDA head fitted to {config['support_examples']} training "
+        "images.",
         "",
         "## Targets",
         "",

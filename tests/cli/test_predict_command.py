@@ -233,3 +233,15 @@ def test_out_dir_is_a_model_folder_timm_and_transformers_load(tmp_path, arch, fo
     for name, tensor in expected.items():
         assert torch.equal(loaded[name], tensor), name
     assert type(model).__name__ == type(build_model(parse_arch(arch), format)).__name__
+
+
+def test_predict_outside_the_trained_range_says_it_lifted(tmp_path):
+    out = tmp_path / "wide.safetensors"
+    arch = {**NEW_TASK_SPEC, "embed_dim": 384, "num_heads": 6, "img_size": 64, "in_chans": 3}
+    result = run_tal("predict", "--arch", json.dumps(arch), "--out", str(out), store=SHIPPED_STORE)
+    assert result.returncode == 0, result.stderr
+    tensors, metadata = io.load_state_dict(out)
+    proxy = json.loads(metadata["tal.proxy"])
+    assert (proxy["embed_dim"], proxy["img_size"], proxy["in_chans"]) == (160, 32, 1)  # depth 2
+    assert f"lifted from {metadata['tal.proxy']}" in result.stdout
+    build_model(parse_arch(arch)).load_state_dict(tensors, strict=True)

@@ -37,6 +37,7 @@ def test_user_scale_quick_measures_every_method_and_keeps_results_md(tmp_path):
     result = _run("--quick", "--output-dir", str(docs))
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((docs / "user_scale.json").read_text())
+    assert not (docs / "user_scale.partial.json").exists()  # only while a run is under way
     assert results["checkpoint"].startswith("tal-default/")
     proxy = results["proxies"][VIT_S_WIDTH_64_RGB]
     assert (proxy["img_size"], proxy["in_chans"]) == (32, 1)  # lifted from the trained format

@@ -11,7 +11,7 @@ from tal.arch.target_models import build_model
 from tal.blobs.reader import read_state_dict
 from tal.checkpoints.learngene import Learngene
 from tal.predict import PROXY_METADATA_KEY, predict_blob
-from tal.transfer.lift import TrainedRange, lift
+from tal.transfer.lift import STREAM_INPUTS, TrainedRange, lift, scale_residual_stream
 
 CPU_RANGE = TrainedRange.of_library(PRESETS["cpu"])
 VIT_S_64_RGB = ViTSpec(
@@ -180,3 +180,38 @@ def test_learngene_without_a_range_predicts_every_spec_as_it_is(
     learngene = Learngene.fresh()
     learngene.manifest = {"library": {"name": "cpu"}}
     assert learngene.proxy(gpt2) is None
+
+
+def test_scaling_the_residual_stream_keeps_the_logits(ranged_learngene: Learngene) -> None:
+    spec = VIT_S_64_RGB.model_copy(update={"depth": 3, "embed_dim": 96, "num_heads": 2})
+    state = ranged_learngene.predict(spec, None)
+    scaled = scale_residual_stream(dict(state), 3.0)
+    for name in (*STREAM_INPUTS, "blocks.2.attn.proj.bias", "blocks.0.mlp.fc2.weight"):
+        torch.testing.assert_close(scaled[name], 3.0 * state[name])
+    for name in ("blocks.0.attn.qkv.weight", "blocks.1.mlp.fc1.weight", "norm.weight", "head.bias"):
+        assert torch.equal(scaled[name], state[name])
+    images = torch.randn(3, 3, spec.img_size, spec.img_size)
+    logits = []
+    for weights in (state, scaled):
+        model = build_model(spec).eval()
+        model.load_state_dict(weights, strict=True)
+        with torch.no_grad():
+            logits.append(model(images))
+    scale = float(logits[0].abs().max())  # float32 rounding and the norms' epsilon
+    torch.testing.assert_close(logits[1], logits[0], atol=1e-3 * scale, rtol=1e-3)
+
+
+def test_lift_to_a_wider_model_scales_its_stream_by_the_width_ratio(
+    ranged_learngene: Learngene,
+) -> None:
+    proxy = CPU_RANGE.proxy(VIT_S_64_RGB)
+    target = proxy.model_copy(update={"embed_dim": 2 * proxy.embed_dim})
+    state = ranged_learngene.predict(proxy, None)
+    lifted = lift(proxy, state, target, ranged_learngene.predict(target, None))
+    torch.testing.assert_close(lifted["cls_token"], 2.0 * _dct_cls_token(proxy, state, target))
+
+
+def _dct_cls_token(proxy: ViTSpec, state: dict, target: ViTSpec) -> torch.Tensor:
+    from tal.transfer.dct_transfer import dct_transfer
+
+    return dct_transfer(proxy, state, target, head_rows=(0, target.num_classes))["cls_token"]
