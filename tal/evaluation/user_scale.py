@@ -38,6 +38,7 @@ from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES
 from tal.checkpoints.learngene import Learngene
 from tal.checkpoints.provenance import describe_environment
 from tal.evaluation.finetune import FinetuneRecipe, accuracy, finetune
+from tal.evaluation.runner import ancestry_test_accuracy
 from tal.heads.discriminant import fit_discriminant_head
 from tal.heads.support import task_support
 from tal.tasks import TaskData, list_tasks, load_task
@@ -148,15 +149,20 @@ class UserScale:
         self.learngene = learngene
         self.ancestry = learngene.ancestry
         self.config = config
+        self._supports: dict[tuple[str, int, int], TaskData] = {}
 
     def learned(self, task: str) -> bool:
         """Whether the ancestry (and so each method's own head) knows ``task``."""
         return task in self.ancestry.task_offsets
 
     def support(self, task: str, spec: ViTSpec) -> TaskData:
-        """The first balanced ``support_examples`` training images, in ``spec``'s format."""
-        train = load_task(task, "train", image_size=spec.img_size, in_chans=spec.in_chans)
-        return task_support(train, self.config.support_examples)
+        """The first balanced ``support_examples`` training images, in ``spec``'s format
+        (loaded once per task and format: every method's head is fitted to them)."""
+        key = (task, spec.img_size, spec.in_chans)
+        if key not in self._supports:
+            train = load_task(task, "train", image_size=spec.img_size, in_chans=spec.in_chans)
+            self._supports[key] = task_support(train, self.config.support_examples)
+        return self._supports[key]
 
     def embedding(self, task: str) -> torch.Tensor:
         """The learngene's embedding of ``task``, or one made from its support images (in the
@@ -188,19 +194,17 @@ class UserScale:
             fit_discriminant_head(model.eval(), support.images, support.labels)
         return model
 
-    def ancestry_accuracy(self, task: str, test_examples: int) -> float:
-        """The ancestry's own test accuracy on a task it learned (in its format)."""
+    def ancestry_accuracy(self, tasks: dict[str, int], test_examples: int) -> dict[str, float]:
+        """The ancestry's own test accuracy on each of ``tasks`` it learned (in its format)."""
         spec = self.ancestry.spec
-        test = load_task(
-            task, "test", limit=test_examples, image_size=spec.img_size, in_chans=spec.in_chans
-        )
-        start, stop = self.ancestry.task_offsets[task]
-        model = build_model(spec.model_copy(update={"num_classes": stop - start}))
-        state = {k: v.detach() for k, v in self.ancestry.model.state_dict().items()}
-        state["head.weight"] = state["head.weight"][start:stop]
-        state["head.bias"] = state["head.bias"][start:stop]
-        model.load_state_dict(state, strict=True)
-        return accuracy(model, test)
+        test = {
+            task: load_task(
+                task, "test", limit=test_examples, image_size=spec.img_size, in_chans=spec.in_chans
+            )
+            for task in tasks
+            if self.learned(task)
+        }
+        return ancestry_test_accuracy(self.ancestry, test)
 
 
 def _tasks(config: UserScaleConfig) -> dict[str, int]:
@@ -328,11 +332,7 @@ def run_user_scale(config: UserScaleConfig, partial: Path | None = None) -> dict
         "config": config.model_dump(mode="json"),
         "environment": describe_environment(),
         "ancestry_spec": scale.ancestry.spec.model_dump(mode="json"),
-        "ancestry": {
-            task: scale.ancestry_accuracy(task, ancestry_limit)
-            for task in tasks
-            if scale.learned(task)
-        },
+        "ancestry": scale.ancestry_accuracy(tasks, ancestry_limit),
         "proxies": {
             arch: _proxy_json(learngene, ARCHITECTURES[arch]) for arch in config.architectures
         },
