@@ -9,8 +9,9 @@ output size, and the time of the baseline
 
 "encode" and "decode" are the hypernetwork at the requested shape; "total" is what a client
 gets (``Learngene.predict``), which for a ViT outside the checkpoint's trained range ("lifted":
-yes) also predicts the proxy and lifts it (``tal.transfer.lift``); "lift ms" is the lift step
-alone (the proxy's own prediction is a small one).
+yes) predicts the proxy's factors and lifts them into the target's prediction, whose lifted
+blocks are not composed first (``tal.transfer.lift``); "lift ms" is the lift step alone (the
+proxy's own prediction is a small one).
 
     python bench/predict.py [--repeats 5] [--json results.json]
 """
@@ -35,7 +36,7 @@ from tal.arch.parse import parse_arch
 from tal.arch.specs import GPT2Spec
 from tal.checkpoints.learngene import load_default
 from tal.hypernet.arena import OUTPUT_POOL
-from tal.transfer.lift import lift
+from tal.transfer.lift import lift_into, lifted_matrices
 
 MODELS = {
     "vit_tiny_patch16_224": "timm",
@@ -118,9 +119,12 @@ def measure(name: str, repeats: int) -> dict[str, float]:
         proxy = learngene.proxy(spec)
         lift_s = 0.0
         if proxy is not None:
-            proxy_state = hypernet(proxy, None, "timm", torch.float32)
-            initial = hypernet(spec, None, "timm", torch.float32)
-            lift_s = median_seconds(lambda: lift(proxy, proxy_state, spec, initial), repeats)
+            proxy_state = hypernet.factored(proxy, None, "timm", every_matrix=True)
+            skipped = lifted_matrices(proxy, spec)
+            outputs = hypernet(spec, None, format, torch.float32, None, skipped)
+            lift_s = median_seconds(
+                lambda: lift_into(proxy, proxy_state, spec, outputs, plan), repeats
+            )
         total_s = median_seconds(lambda: learngene.predict(spec, format=format), repeats)
         with OUTPUT_POOL.budget(0):
             cold_s = median_seconds(lambda: learngene.predict(spec, format=format), repeats)

@@ -11,8 +11,8 @@ fitted, then cast once into its payload.
 Every blob carries metadata: ``tal.spec`` (canonical JSON), ``tal.task``, ``tal.model_version``,
 ``tal.format``, ``tal.dtype``, ``tal.head``, with a task's images ``tal.input_norm`` (the
 normalisation their embedding and a fitted head expect), and for a ViT outside the learngene's
-trained range ``tal.proxy`` (the spec predicted, then lifted to this one: ``tal.transfer.lift``;
-such a blob is written once after the lift instead of decoded into its payload).
+trained range ``tal.proxy`` (the spec predicted, then lifted to this one: ``tal.transfer.lift``,
+in place in the payload the target's own prediction was decoded into).
 """
 
 from __future__ import annotations
@@ -155,17 +155,14 @@ def predict_blob(
         metadata[INPUT_NORM_METADATA_KEY] = norm_metadata(support_for_spec(support, spec).norm)
     layout = _layout(plan, output_dtype, metadata)
     blob = layout.allocate(OUTPUT_POOL.empty(layout.total_bytes, torch.uint8, CPU))
-    if proxy is not None:  # predicted at the proxy, lifted, then written once
-        blob.write(learngene.predict(spec, embedding, format, dtype))
-        return BlobPrediction(blob)
     payload = blob.payload_as(output_dtype)
     device = learngene.hypernet.device
     with torch.inference_mode():
         if device.type == CPU.type:
-            learngene.hypernet(spec, embedding, format, output_dtype, out=payload)
+            learngene.predict(spec, embedding, format, dtype, out=payload)
         else:  # decoded on the device into one buffer, then copied to the host once
             staged = torch.empty(payload.shape, dtype=output_dtype, device=device)
-            learngene.hypernet(spec, embedding, format, output_dtype, out=staged)
+            learngene.predict(spec, embedding, format, dtype, out=staged)
             payload.copy_(staged)
     return BlobPrediction(blob)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, get_args
@@ -142,23 +141,6 @@ def format_num_params(spec: ViTSpec | GPT2Spec, format: OutputFormat) -> int:
     return sum(
         math.prod(piece.stored_shape) for _, ps in export_plan(spec, format).pieces for piece in ps
     )
-
-
-def export_state(
-    state: Mapping[str, torch.Tensor], plan: ExportPlan, dtype: torch.dtype
-) -> dict[str, torch.Tensor]:
-    """A state dict in slot names (timm's, for a ViT) written out as ``plan`` names it, in
-    ``dtype``: a slot split into pieces (Hugging Face's q/k/v) is cut by rows; aliases share
-    their tensor."""
-    exported: dict[str, torch.Tensor] = {}
-    for slot, pieces in plan.pieces:
-        tensor = state[slot.name]
-        for piece in pieces:
-            part = tensor if len(pieces) == 1 else tensor[piece.row_start : piece.row_stop]
-            exported[piece.name] = part.reshape(piece.stored_shape).to(dtype)
-    for alias, name in plan.aliases:
-        exported[alias] = exported[name]
-    return exported
 
 
 def parse_dtype(name: str) -> torch.dtype:

@@ -10,7 +10,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from tal.arch.formats import OutputFormat, check_format, export_plan, export_state, parse_dtype
+from tal.arch.formats import OutputFormat, export_plan, parse_dtype
 from tal.arch.parse import parse_arch
 from tal.arch.specs import GPT2Spec, SpecLike, ViTSpec
 from tal.checkpoints import store
@@ -19,7 +19,7 @@ from tal.checkpoints.provenance import code_version, describe_environment
 from tal.checkpoints.text_ancestry import TextAncestry
 from tal.hypernet import HypernetConfig, TALHypernet
 from tal.tasks.errors import UnknownTaskError
-from tal.transfer.lift import TrainedRange, lift
+from tal.transfer.lift import TrainedRange, lift_into, lifted_matrices
 
 UNTRAINED_NAME = "untrained"
 CHECKPOINT_FORMAT = 1
@@ -109,22 +109,29 @@ class Learngene:
         task: str | torch.Tensor | None = None,
         format: OutputFormat = "timm",
         dtype: str = "float32",
+        out: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Predicted weights of ``arch`` for ``task``, loadable with ``strict=True``.
 
         A ViT outside the trained range is predicted at its :meth:`proxy` and lifted to its
-        shape and input format (``tal.transfer.lift``)."""
+        shape and input format (``tal.transfer.lift``) in place of the prediction at its own
+        shape, which keeps what has no source in the proxy.
+
+        Args:
+            out: the flat buffer the tensors are written into (``TALHypernet.forward``; e.g. a
+                blob's payload); default: one from the output pool.
+        """
         spec = parse_arch(arch)
         embedding = self.task_embedding(task)
         output_dtype = parse_dtype(dtype)
         proxy = self.proxy(spec)
         if proxy is None:
-            return self.hypernet(spec, embedding, format, output_dtype)
-        check_format(spec, format)
-        proxy_state = self.hypernet(proxy, embedding, "timm", torch.float32)
-        initial = self.hypernet(spec, embedding, "timm", torch.float32)
-        lifted = lift(proxy, proxy_state, spec, initial)
-        return export_state(lifted, export_plan(spec, format), output_dtype)
+            return self.hypernet(spec, embedding, format, output_dtype, out=out)
+        skipped = lifted_matrices(proxy, spec)  # written whole by the lift
+        outputs = self.hypernet(spec, embedding, format, output_dtype, out, skipped)
+        proxy_state = self.hypernet.factored(proxy, embedding, "timm", every_matrix=True)
+        lift_into(proxy, proxy_state, spec, outputs, export_plan(spec, format))
+        return outputs
 
     @property
     def trained_range(self) -> TrainedRange | None:

@@ -24,8 +24,9 @@ table ``T (vocab, d)`` instead of ``P(vocab)``: ``W = s * T A R / rms`` (with a 
 logits then live in the ancestry's token space). What the hypernetwork learned of GPT-2 lives
 in that token space: for a vocabulary the table does not cover, the whole model is Hugging
 Face's initialisation (:func:`hugging_face_std`), each tensor drawn from a generator seeded by
-its name and shape, so it is exactly as good a start as Hugging Face's default (served blocks
-with a foreign vocabulary trained worse: docs/lab/text.md).
+its name and shape, so it is a start of the same distribution as Hugging Face's default (an
+earlier session measured served blocks with a foreign vocabulary training worse; that note was
+not kept: docs/text_results.md section 5 has the current comparison).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -338,6 +339,8 @@ class ParamDecoder(nn.Module):
         dtype: torch.dtype = torch.float32,
         factor_token_rows: bool = False,
         out: torch.Tensor | None = None,
+        factor_matrices: bool = False,
+        skip_matrices: Collection[str] = (),
     ) -> dict[str, torch.Tensor]:
         """Decodes every slot of ``plan`` (differentiable when grad is enabled).
 
@@ -355,6 +358,11 @@ class ParamDecoder(nn.Module):
             out: the flat buffer to write into, ``(total elements,)`` of ``dtype`` on the
                 nodes' device (e.g. a safetensors blob's payload); default: one from the
                 output pool. Only without autograd.
+            factor_matrices: every matrix slot is returned as a :class:`LowRankMatrix`
+                (float32; what a lift resizes factor by factor, ``tal.transfer.lift``).
+            skip_matrices: names of matrix slots that are not composed: their outputs are
+                views of the buffer left as they are, for the caller to write whole (a lift
+                overwrites them). Only in place, without autograd.
 
         Returns:
             ``{name: tensor}`` in plan order, aliases included.
@@ -371,10 +379,15 @@ class ParamDecoder(nn.Module):
         vectors = self.vector_head(hidden)
         groups = slot_groups(plan)
         vector_groups, matrix_groups = groups.vectors, groups.matrices
-        in_place = not torch.is_grad_enabled() and not factor_token_rows
+        factored = factor_token_rows or factor_matrices
+        in_place = not torch.is_grad_enabled() and not factored
         if out is not None and not in_place:
             raise ValueError("out= writes in place: call without autograd (torch.no_grad)")
-        writer = _OutputWriter(plan, groups.ordered, dtype, nodes.device, in_place, out)
+        if skip_matrices and not in_place:
+            raise ValueError("skip_matrices leaves outputs to the caller: only in place")
+        writer = _OutputWriter(
+            plan, groups.ordered, dtype, nodes.device, in_place, out, frozenset(skip_matrices)
+        )
         for length, members in vector_groups.items():
             raw = self.basis.project(length, vectors[members].T).T  # (n, length)
             writer.vectors(members, _bounded([slots[i].kind for i in members], raw))
@@ -409,7 +422,7 @@ class ParamDecoder(nn.Module):
                 )
             rms = torch.sqrt(gram.sum((1, 2)) / (rows * cols)) + RMS_EPS  # (n,)
             left = left * (amplitude[group] / rms)[:, None, None]
-            if factor_token_rows and slots[members[0]].token_rows:
+            if factor_matrices or (factor_token_rows and slots[members[0]].token_rows):
                 writer.factors(members, left, right.transpose(1, 2))
             else:
                 writer.matrices(members, left, right.transpose(1, 2))
@@ -452,6 +465,18 @@ def arena_pieces(plan: ExportPlan) -> list[ExportPiece]:
     ]
 
 
+def _chunks(positions: list[int], size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of at most ``size`` consecutive integers covering the sorted
+    ``positions``."""
+    ranges: list[tuple[int, int]] = []
+    for position in positions:
+        if ranges and ranges[-1][1] == position and position - ranges[-1][0] < size:
+            ranges[-1] = (ranges[-1][0], position + 1)
+        else:
+            ranges.append((position, position + 1))
+    return ranges
+
+
 def _bounded(kinds: list[ParamKind], raw: torch.Tensor) -> torch.Tensor:
     """Maps raw vector values ``(n, length)`` into their trainable range: norm scales ``~1``,
     biases ``~0``."""
@@ -479,8 +504,10 @@ class _OutputWriter:
         device: torch.device,
         in_place: bool,
         out: torch.Tensor | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> None:
         self.plan, self.dtype, self.device, self.in_place = plan, dtype, device, in_place
+        self.skip = skip  # matrix slot names whose outputs the caller writes (in place only)
         self.outputs: dict[str, torch.Tensor] = {}
         if not in_place:
             return
@@ -553,6 +580,9 @@ class _OutputWriter:
             slot, pieces = self.plan.pieces[i]
             member_right = right[min(j, right.shape[0] - 1)]
             for piece in pieces:
+                if slot.name in self.skip:
+                    self._view(piece)
+                    continue
                 value = left[j, piece.row_start : piece.row_stop] @ member_right
                 if slot.transposed:
                     value = value.T
@@ -593,8 +623,10 @@ class _OutputWriter:
         first, second = first.expand(n, -1, -1), second.expand(n, -1, -1)
         budget = COMPOSE_CHUNK_ELEMENTS if self.dtype == torch.float32 else self.scratch.numel()
         chunk = max(1, budget // (m * k))
-        for begin in range(0, n, chunk):
-            part = slice(begin, min(n, begin + chunk))
+        slots = (self.plan.pieces[i][0] for i in members)
+        composed = [j for j, slot in enumerate(slots) if slot.name not in self.skip]
+        for begin, stop in _chunks(composed, chunk):
+            part = slice(begin, stop)
             if self.dtype == torch.float32:
                 torch.bmm(first[part], second[part], out=block[part])
             else:
@@ -606,9 +638,14 @@ class _OutputWriter:
         if not self.in_place:
             self.outputs[piece.name] = value.to(self.dtype)
             return
+        self._view(piece).copy_(value)
+
+    def _view(self, piece: ExportPiece) -> torch.Tensor:
+        """The piece's output: its view of the arena (in place)."""
         start = self.piece_offsets[piece.name]
-        view = self.arena[start : start + value.numel()].view(piece.stored_shape)
-        self.outputs[piece.name] = view.copy_(value)
+        view = self.arena[start : start + math.prod(piece.stored_shape)].view(piece.stored_shape)
+        self.outputs[piece.name] = view
+        return view
 
     def result(self) -> dict[str, torch.Tensor]:
         ordered = {p.name: self.outputs[p.name] for _, pieces in self.plan.pieces for p in pieces}

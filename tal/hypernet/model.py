@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection
 
 import torch
 from torch import nn
@@ -72,6 +73,7 @@ class TALHypernet(nn.Module):
         format: OutputFormat = "timm",
         dtype: torch.dtype = torch.float32,
         out: torch.Tensor | None = None,
+        skip_matrices: Collection[str] = (),
     ) -> dict[str, torch.Tensor]:
         """``{name: tensor}`` loadable with ``strict=True`` into the model of ``spec`` in
         ``format``.
@@ -83,18 +85,29 @@ class TALHypernet(nn.Module):
             dtype: output dtype.
             out: without autograd, the flat buffer every output is written into, in
                 ``tal.hypernet.decoder.arena_pieces`` order (e.g. a blob's payload).
+            skip_matrices: matrix slots left for the caller to write whole (a lift), not
+                composed (``ParamDecoder.forward``).
         """
         plan = export_plan(spec, check_format(spec, format))
-        return self.decoder(self.encode(spec, task), plan, dtype=dtype, out=out)
+        nodes = self.encode(spec, task)
+        return self.decoder(nodes, plan, dtype=dtype, out=out, skip_matrices=skip_matrices)
 
     def factored(
         self,
         spec: ViTSpec | GPT2Spec,
         task: torch.Tensor | None = None,
         format: OutputFormat = "hf",
+        every_matrix: bool = False,
     ) -> dict[str, torch.Tensor | LowRankMatrix]:
         """Like :meth:`forward` (float32, differentiable), but token-indexed matrices decoded
         from a basis come back as :class:`LowRankMatrix` factors: training looks up rows and
-        takes LM-head products through them instead of building a ``(vocab, width)`` matrix."""
+        takes LM-head products through them instead of building a ``(vocab, width)`` matrix.
+        With ``every_matrix`` every matrix does (``rows x r`` and ``r x cols``, ``r`` the
+        basis size), which a lift resizes at a fraction of the dense cost."""
         plan = export_plan(spec, check_format(spec, format))
-        return self.decoder(self.encode(spec, task), plan, factor_token_rows=True)
+        return self.decoder(
+            self.encode(spec, task),
+            plan,
+            factor_token_rows=True,
+            factor_matrices=every_matrix,
+        )

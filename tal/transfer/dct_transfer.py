@@ -31,18 +31,24 @@ import torch
 
 from tal.arch.specs import ViTSpec
 
-from .layout import TensorRole, transfer_state
+from .layout import QKV_PARTS, TensorRole, transfer_state
 
 DCT_CACHE_SIZE = 64
+BAND_FREQUENCIES = 128
+"""The lowest frequencies a matrix factor is first resized through: a predicted matrix's factors
+are cosines of at most 64 frequencies along each axis (``tal.hypernet.decoder.RelativeBasis``),
+so their DCT is zero beyond them."""
+BAND_TOLERANCE = 1e-6
+"""Largest energy outside the band, relative (root of the squares), for the band to be used."""
 
 
-@lru_cache(maxsize=DCT_CACHE_SIZE)
-def dct_matrix(size: int) -> torch.Tensor:
+def dct_matrix(size: int, rows: int | None = None) -> torch.Tensor:
     """The orthonormal DCT-II matrix ``C`` ``(size, size)``, float64: ``C @ x`` transforms a
-    length-``size`` signal, ``C.T`` inverts it (DCT-III)."""
+    length-``size`` signal, ``C.T`` inverts it (DCT-III). ``rows`` keeps only the first
+    (lowest-frequency) rows, ``(rows, size)``."""
     if size < 1:
         raise ValueError(f"DCT size must be positive, got {size}")
-    k = torch.arange(size, dtype=torch.float64)[:, None]
+    k = torch.arange(size if rows is None else min(rows, size), dtype=torch.float64)[:, None]
     n = torch.arange(size, dtype=torch.float64)[None, :]
     matrix = torch.cos(math.pi * (2 * n + 1) * k / (2 * size)) * math.sqrt(2.0 / size)
     matrix[0] /= math.sqrt(2.0)
@@ -54,10 +60,10 @@ def dct_resize_matrix(
     source_size: int, target_size: int, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
     """``(target_size, source_size)``: DCT at the source size, keep or zero-pad the first
-    ``min`` coefficients, inverse DCT at the target size (built in float64, cast to
-    ``dtype``)."""
+    ``min`` coefficients, inverse DCT at the target size (built in float64 from the kept
+    rows only, cast to ``dtype``; only this product is cached)."""
     kept = min(source_size, target_size)
-    return (dct_matrix(target_size)[:kept].T @ dct_matrix(source_size)[:kept]).to(dtype)
+    return (dct_matrix(target_size, kept).T @ dct_matrix(source_size, kept)).to(dtype)
 
 
 def dct_resize(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
@@ -68,6 +74,31 @@ def dct_resize(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
         return tensor
     matrix = dct_resize_matrix(tensor.shape[dim], size, tensor.dtype).to(tensor.device)
     return (tensor.movedim(dim, -1) @ matrix.T).movedim(-1, dim)
+
+
+@lru_cache(maxsize=DCT_CACHE_SIZE)
+def dct_rows(size: int, rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """The first ``rows`` rows of the orthonormal DCT-II matrix of ``size``, in ``dtype``."""
+    return dct_matrix(size, rows).to(dtype)
+
+
+def band_limited_resize(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """:func:`dct_resize`, through the first :data:`BAND_FREQUENCIES` frequencies only when the
+    tensor's energy along ``dim`` lies within them (what lies outside at most
+    :data:`BAND_TOLERANCE` of it): the same result to that tolerance at about ``band / min(n,
+    size)`` of the cost; otherwise the full resize."""
+    source = tensor.shape[dim]
+    band = min(BAND_FREQUENCIES, source, size)
+    if band == min(source, size):
+        return dct_resize(tensor, dim, size)
+    moved = tensor.movedim(dim, -1)
+    analysis = dct_rows(source, band, moved.dtype).to(moved.device)  # (band, source)
+    coefficients = moved @ analysis.T
+    outside = torch.linalg.vector_norm(moved - coefficients @ analysis)
+    if float(outside) > BAND_TOLERANCE * float(torch.linalg.vector_norm(moved)):
+        return dct_resize(tensor, dim, size)
+    synthesis = dct_rows(size, band, moved.dtype).to(moved.device)  # (band, size)
+    return (coefficients @ synthesis).movedim(-1, dim)
 
 
 def cheapest_order(shape: tuple[int, ...], sizes: dict[int, int]) -> tuple[int, ...]:
@@ -103,6 +134,57 @@ def dct_width(source: torch.Tensor, target_init: torch.Tensor, role: TensorRole)
     if current > 0.0:
         resized = resized * (target_rms / current)
     return resized.to(target_init.dtype)
+
+
+def factored_rms(left: torch.Tensor, right: torch.Tensor) -> float:
+    """Root-mean-square of ``left (m, r) @ right (r, n)`` from the ``r x r`` Grams, without
+    forming the product: ``||L R||^2 = sum((L^T L) * (R R^T))``."""
+    squares = float(((left.T @ left) * (right @ right.T)).sum())
+    return math.sqrt(max(squares, 0.0) / max(left.shape[0] * right.shape[1], 1))
+
+
+def dct_width_factors(
+    left: torch.Tensor,
+    right: torch.Tensor,
+    target_shape: tuple[int, int],
+    role: TensorRole,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`dct_width` of the matrix ``left (m, r) @ right (r, n)`` kept as factors.
+
+    Resizing is linear along each axis, so the row axis is resized in ``left`` and the column
+    axis in ``right``, and the rescale is folded into ``left``: the product equals
+    ``dct_width(left @ right, ...)`` up to float rounding at about ``r / min(m, n)`` of its
+    cost (a predicted matrix has rank ``r``, the hypernetwork's basis size).
+
+    Args:
+        role: a matrix's role (two axes, or q, k and v stacked on the rows).
+
+    Returns:
+        ``(target_rows, r)`` and ``(r, target_cols)`` float32 factors.
+    """
+    rows, cols = target_shape
+    left, right = left.float(), right.float()
+    if role.qkv:
+        parts = left.reshape(QKV_PARTS, -1, left.shape[1])
+        new_left = band_limited_resize(parts, 1, rows // QKV_PARTS).reshape(rows, -1)
+    elif role.axes[0] is not None:
+        new_left = band_limited_resize(left, 0, rows)
+    else:
+        new_left = left
+    new_right = band_limited_resize(right, 1, cols) if role.axes[-1] is not None else right
+    if (new_left.shape[0], new_right.shape[1]) != (rows, cols):
+        reached = (new_left.shape[0], new_right.shape[1])
+        raise RuntimeError(
+            f"factors of {(left.shape[0], right.shape[1])} reach {reached}, not "
+            f"{target_shape}: they differ outside their width axes {role.axes}"
+        )
+    target_rms = factored_rms(left, right)
+    if role.fan_in_dim is not None:
+        target_rms *= math.sqrt(right.shape[1] / cols)
+    current = factored_rms(new_left, new_right)
+    if current > 0.0:
+        new_left = new_left * (target_rms / current)
+    return new_left, new_right
 
 
 def dct_transfer(

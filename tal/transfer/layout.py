@@ -183,7 +183,7 @@ def _pos_embed(source: ViTSpec, pos: torch.Tensor, target: ViTSpec, init: torch.
     return torch.cat([filler, patches], dim=1)
 
 
-def _source_name(name: str, source: ViTSpec, target: ViTSpec) -> str | None:
+def source_name(name: str, source: ViTSpec, target: ViTSpec) -> str | None:
     """The source parameter feeding target parameter ``name`` (None: keep the target init)."""
     match = BLOCK_NAME.match(name)
     if match:
@@ -196,7 +196,7 @@ def _source_name(name: str, source: ViTSpec, target: ViTSpec) -> str | None:
     return name
 
 
-def _aligned_source(
+def aligned_source(
     name: str,
     tensor: torch.Tensor,
     source: ViTSpec,
@@ -289,13 +289,13 @@ def transfer_state(
         init = {name: tensor.detach().clone() for name, tensor in initial.items()}
     result: dict[str, torch.Tensor] = {}
     for name, fill in init.items():
-        source_name = _source_name(name, source, target)
+        from_name = source_name(name, source, target)
         aligned = None
-        if source_name is not None and source_name in source_state:
-            tensor = source_state[source_name].detach().to(fill.dtype)
-            aligned = _aligned_source(name, tensor, source, target, fill, head_rows)
+        if from_name is not None and from_name in source_state:
+            tensor = source_state[from_name].detach().to(fill.dtype)
+            aligned = aligned_source(name, tensor, source, target, fill, head_rows)
         if aligned is not None:
-            fill = _map_width(aligned, fill, role_of(name), width_map)
+            fill = map_width(aligned, fill, role_of(name), width_map)
         result[name] = fill
     for index in range(source.depth, target.depth):
         for output in IDENTITY_BLOCK_OUTPUTS:
@@ -304,9 +304,11 @@ def transfer_state(
     return result
 
 
-def _map_width(
+def map_width(
     aligned: torch.Tensor, fill: torch.Tensor, role: TensorRole, width_map: WidthMap
 ) -> torch.Tensor:
+    """``aligned`` (the source with every non-width axis at the target's size) brought to
+    ``fill``'s shape by ``width_map``, q, k and v mapped separately."""
     fixed = [dim for dim, axis in enumerate(role.axes) if axis is None and not role.qkv]
     if aligned.ndim != fill.ndim or any(aligned.shape[d] != fill.shape[d] for d in fixed):
         raise RuntimeError(

@@ -23,6 +23,11 @@ the final norm precedes the head. Adam moves every weight by about the learning 
 its scale, so a branch writing into a stream ``r`` times wider changes it more per step; at a
 ViT-S-width model lifted from width 192, fine-tuning on 300 images at lr 5e-4 fell from 78% to
 56% without the gain and to 69% with it (docs/lab/user_scale.md).
+
+Serving (:func:`lift_into`) does this in place: the target is decoded into its output buffer
+without the block matrices the lift overwrites (:func:`lifted_matrices`), the proxy's matrices
+come as their rank-``r`` factors, and each is lifted factor by factor and composed straight
+into its output. :func:`lift` is the same on whole state dicts.
 """
 
 from __future__ import annotations
@@ -32,14 +37,27 @@ from dataclasses import dataclass
 
 import torch
 
+from tal.arch.formats import ExportPiece, ExportPlan, export_plan
+from tal.arch.graph import ParamSlot, build_graph
 from tal.arch.libraries import PRESETS, LibraryPreset
 from tal.arch.specs import ViTSpec
+from tal.hypernet.decoder import LowRankMatrix
 
-from .dct_transfer import dct_transfer
-from .layout import IDENTITY_BLOCK_OUTPUTS
+from .dct_transfer import dct_width, dct_width_factors
+from .layout import (
+    BLOCK_NAME,
+    IDENTITY_BLOCK_OUTPUTS,
+    TensorRole,
+    aligned_source,
+    check_state,
+    map_width,
+    role_of,
+    source_name,
+)
 
 STREAM_INPUTS = ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "pos_embed")
 """What writes the residual stream before the first block (beside the blocks' outputs)."""
+MATRIX_AXES = 2
 
 
 @dataclass(frozen=True)
@@ -135,7 +153,7 @@ class TrainedRange:
 
 def lift(
     proxy: ViTSpec,
-    proxy_state: Mapping[str, torch.Tensor],
+    proxy_state: Mapping[str, torch.Tensor | LowRankMatrix],
     target: ViTSpec,
     initial: Mapping[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
@@ -148,26 +166,170 @@ def lift(
         initial: a timm state dict of ``target`` that fills what has no source in the proxy.
 
     Returns:
-        float tensors named and shaped as the target's timm ``state_dict``, the residual
-        stream scaled by ``max(1, target width / proxy width)``.
+        float tensors named and shaped as the target's timm ``state_dict`` (``initial``'s
+        dtype), the residual stream scaled by ``max(1, target width / proxy width)``.
+    """
+    check_state(target, initial, "initial")
+    lifted = {name: tensor.detach().clone() for name, tensor in initial.items()}
+    lift_into(proxy, proxy_state, target, lifted, export_plan(target, "timm"))
+    return lifted
+
+
+def lift_into(
+    proxy: ViTSpec,
+    proxy_state: Mapping[str, torch.Tensor | LowRankMatrix],
+    target: ViTSpec,
+    outputs: Mapping[str, torch.Tensor],
+    plan: ExportPlan,
+) -> None:
+    """Lifts the proxy's weights into ``outputs``, the target's own prediction, in place.
+
+    ``outputs`` holds the target's tensors as ``plan`` names and stores them (any format and
+    dtype; e.g. views of a blob's payload): each tensor with a source in the proxy is
+    overwritten by the proxy's, lifted (:func:`lift`), and the rest keep the prediction. A
+    proxy matrix given as a :class:`LowRankMatrix` (the decoder's factors) is lifted factor by
+    factor (:func:`tal.transfer.dct_transfer.dct_width_factors`) and its product written
+    straight into its output, so a lift copies no weights and costs little more than
+    composing them.
     """
     if proxy.num_classes != target.num_classes:
         raise ValueError(
             f"proxy has {proxy.num_classes} classes, target {target.num_classes}: they must match"
         )
+    if set(outputs) != set(plan.names):
+        raise ValueError("outputs must hold exactly the tensors of the target's export plan")
+    proxy_state = _stored_shapes(proxy, proxy_state)
+    check_state(proxy, proxy_state)
+    gain = max(1.0, target.embed_dim / proxy.embed_dim)
     head_rows = (0, target.num_classes) if target.num_classes else None
-    lifted = dct_transfer(proxy, proxy_state, target, head_rows=head_rows, initial=initial)
-    return scale_residual_stream(lifted, max(1.0, target.embed_dim / proxy.embed_dim))
+    for slot, pieces in plan.pieces:
+        if _identity_output(slot.name, proxy.depth):  # a block past the proxy's depth
+            for piece in pieces:
+                outputs[piece.name].zero_()
+            continue
+        scale = gain if writes_residual_stream(slot.name) else 1.0
+        from_name = source_name(slot.name, proxy, target)
+        source = proxy_state.get(from_name) if from_name is not None else None
+        role = role_of(slot.name)
+        if source is None:
+            _scale_pieces(outputs, pieces, scale)
+        elif isinstance(source, LowRankMatrix) and (role.qkv or len(role.axes) == MATRIX_AXES):
+            _lift_factors(source, slot, pieces, role, head_rows, scale, outputs)
+        else:
+            _lift_dense(source, proxy, target, slot.name, pieces, head_rows, scale, outputs)
+
+
+def _identity_output(name: str, source_depth: int) -> bool:
+    """Whether ``name`` is a residual output projection of a block past ``source_depth``
+    (zero: the block starts as an identity map, ``tal.transfer.layout``)."""
+    match = BLOCK_NAME.match(name)
+    return bool(
+        match
+        and int(match.group(1)) >= source_depth
+        and any(match.group(2).startswith(f"{output}.") for output in IDENTITY_BLOCK_OUTPUTS)
+    )
+
+
+def lifted_matrices(proxy: ViTSpec, target: ViTSpec) -> frozenset[str]:
+    """The target's block matrices (timm names) that :func:`lift_into` writes whole, whatever
+    the prediction held: every matrix of the blocks the proxy has, and the residual output
+    projections (zeroed) of those past its depth. Their prediction can be skipped."""
+    matrices = ("attn.qkv", *IDENTITY_BLOCK_OUTPUTS, "mlp.fc1")
+    return frozenset(
+        f"blocks.{index}.{matrix}.weight"
+        for index in range(target.depth)
+        for matrix in (matrices if index < proxy.depth else IDENTITY_BLOCK_OUTPUTS)
+    )
+
+
+def _stored_shapes(
+    spec: ViTSpec, state: Mapping[str, torch.Tensor | LowRankMatrix]
+) -> dict[str, torch.Tensor | LowRankMatrix]:
+    """``state`` with every factored tensor whose stored shape is not its matrix's (the patch
+    kernel, class token, positions) composed and reshaped as timm stores it."""
+    stored = {slot.name: slot.stored_shape for slot in build_graph(spec).params}
+    return {
+        name: value.dense().reshape(stored[name])
+        if isinstance(value, LowRankMatrix) and name in stored and value.shape != stored[name]
+        else value
+        for name, value in state.items()
+    }
+
+
+def _lift_factors(
+    source: LowRankMatrix,
+    slot: ParamSlot,
+    pieces: tuple[ExportPiece, ...],
+    role: TensorRole,
+    head_rows: tuple[int, int] | None,
+    scale: float,
+    outputs: Mapping[str, torch.Tensor],
+) -> None:
+    """A matrix lifted from its factors, its product composed into its output pieces."""
+    left, right = source.left, source.right
+    if slot.name.startswith("head."):
+        if head_rows is None:
+            return
+        left = left[head_rows[0] : head_rows[1]]
+    if slot.transposed:
+        raise ValueError(f"{slot.name}: a ViT slot is never stored transposed")
+    left, right = dct_width_factors(left, right, (slot.rows, slot.cols), role)
+    left = left * scale
+    for piece in pieces:
+        view = outputs[piece.name]
+        part = left[piece.row_start : piece.row_stop].to(view.device)
+        matrix = view.view(part.shape[0], right.shape[1])
+        if view.dtype == part.dtype:
+            torch.mm(part, right.to(view.device), out=matrix)
+        else:
+            matrix.copy_(part @ right.to(view.device))
+
+
+def _lift_dense(
+    source: torch.Tensor | LowRankMatrix,
+    proxy: ViTSpec,
+    target: ViTSpec,
+    name: str,
+    pieces: tuple[ExportPiece, ...],
+    head_rows: tuple[int, int] | None,
+    scale: float,
+    outputs: Mapping[str, torch.Tensor],
+) -> None:
+    """A tensor lifted whole (vectors, the patch kernel, embeddings) into its output pieces."""
+    parts = [outputs[piece.name] for piece in pieces]
+    current = (parts[0] if len(parts) == 1 else torch.cat(parts)).float()
+    dense = source.dense() if isinstance(source, LowRankMatrix) else source
+    dense = dense.detach().to(current.device, torch.float32)
+    aligned = aligned_source(name, dense, proxy, target, current, head_rows)
+    if aligned is None:
+        return
+    lifted = map_width(aligned, current, role_of(name), dct_width) * scale
+    for piece, part in zip(pieces, parts, strict=True):
+        part.copy_(lifted[piece.row_start : piece.row_stop].reshape(piece.stored_shape))
+
+
+def _scale_pieces(
+    outputs: Mapping[str, torch.Tensor], pieces: tuple[ExportPiece, ...], scale: float
+) -> None:
+    if scale != 1.0:
+        for piece in pieces:
+            outputs[piece.name].mul_(scale)
+
+
+def writes_residual_stream(name: str) -> bool:
+    """Whether the timm ViT parameter ``name`` writes the residual stream: the patch
+    embedding, class token, positions, and each block's attention and MLP output
+    projections."""
+    if name.startswith("blocks."):
+        return any(f".{output}." in name for output in IDENTITY_BLOCK_OUTPUTS)
+    return name in STREAM_INPUTS
 
 
 def scale_residual_stream(state: dict[str, torch.Tensor], gain: float) -> dict[str, torch.Tensor]:
     """``state`` (timm names, pre-norm ViT) with everything that writes the residual stream
-    (patch embedding, class token, positions, each block's attention and MLP output
-    projections) multiplied by ``gain``: the logits are unchanged up to the norms' epsilon."""
+    (:func:`writes_residual_stream`) multiplied by ``gain``: the logits are unchanged up to the
+    norms' epsilon."""
     for name, tensor in list(state.items()):
-        block_output = name.startswith("blocks.") and any(
-            f".{output}." in name for output in IDENTITY_BLOCK_OUTPUTS
-        )
-        if block_output or name in STREAM_INPUTS:
+        if writes_residual_stream(name):
             state[name] = tensor * gain
     return state

@@ -215,3 +215,62 @@ def _dct_cls_token(proxy: ViTSpec, state: dict, target: ViTSpec) -> torch.Tensor
     from tal.transfer.dct_transfer import dct_transfer
 
     return dct_transfer(proxy, state, target, head_rows=(0, target.num_classes))["cls_token"]
+
+
+@pytest.mark.parametrize("name", ["vit_s_width_64_rgb", "vit_base_224", "avg_pool_no_qkv_bias"])
+def test_prediction_lifts_factors_as_the_dense_lift_does(
+    ranged_learngene: Learngene, name: str
+) -> None:
+    """The served path (proxy factors lifted into the target's own prediction, lifted blocks
+    not composed first) equals the definition: the dense proxy lifted over the full
+    prediction."""
+    target = USER_SHAPES[name]
+    proxy = CPU_RANGE.proxy(target)
+    hypernet = ranged_learngene.hypernet
+    with torch.no_grad():
+        dense_proxy = hypernet(proxy, None, "timm", torch.float32)
+        reference = lift(proxy, dense_proxy, target, hypernet(target, None, "timm", torch.float32))
+    served = ranged_learngene.predict(target, None)
+    assert served.keys() == reference.keys()
+    for tensor_name, tensor in reference.items():
+        scale = float(tensor.abs().max()) + 1e-12
+        torch.testing.assert_close(
+            served[tensor_name], tensor, atol=1e-5 * scale, rtol=1e-4, msg=tensor_name
+        )
+
+
+def test_lift_writes_hf_pieces_and_half_precision_in_place(ranged_learngene: Learngene) -> None:
+    """Hugging Face's q/k/v pieces and a float16 payload get the timm lift, cast once."""
+    target = USER_SHAPES["vit_s_width_64_rgb"]
+    timm_state = ranged_learngene.predict(target, None)
+    model = build_model(target, "hf")
+    half = ranged_learngene.predict(target, None, format="hf", dtype="float16")
+    assert {t.dtype for t in half.values()} == {torch.float16}
+    model.load_state_dict(half, strict=True)
+    width = target.embed_dim
+    for part, name in enumerate(("q", "k", "v")):
+        torch.testing.assert_close(
+            half[f"vit.layers.0.attention.{name}_proj.weight"].float(),
+            timm_state["blocks.0.attn.qkv.weight"][part * width : (part + 1) * width],
+            atol=2e-3,
+            rtol=2e-3,
+        )
+    assert not half["vit.layers.11.attention.o_proj.weight"].any()
+
+
+def test_decoder_leaves_skipped_matrices_to_the_caller(ranged_learngene: Learngene) -> None:
+    spec = USER_SHAPES["vit_s_width_64_rgb"]
+    hypernet = ranged_learngene.hypernet
+    with torch.no_grad():
+        full = {k: v.clone() for k, v in hypernet(spec, None, "timm", torch.float32).items()}
+        total = sum(t.numel() for t in full.values())
+        sentinel = torch.full((total,), 7.0)
+        skipped = {"blocks.0.mlp.fc1.weight", "blocks.3.attn.qkv.weight"}
+        partial = hypernet(spec, None, "timm", torch.float32, sentinel, skipped)
+    for name, tensor in full.items():
+        if name in skipped:
+            assert torch.all(partial[name] == 7.0), name
+        else:
+            assert torch.equal(partial[name], tensor), name
+    with pytest.raises(ValueError, match="only in place"):
+        hypernet(spec, None, "timm", torch.float32, None, skipped)

@@ -14,8 +14,15 @@ from tal.arch.target_models import build_model
 from tal.evaluation.finetune import accuracy
 from tal.tasks import load_task
 from tal.transfer import TRANSFER_METHODS, dct_transfer, weight_selection
-from tal.transfer.dct_transfer import dct_matrix, dct_resize
-from tal.transfer.layout import IDENTITY_BLOCK_OUTPUTS, target_initial_state
+from tal.transfer.dct_transfer import (
+    BAND_FREQUENCIES,
+    band_limited_resize,
+    dct_matrix,
+    dct_resize,
+    dct_width,
+    dct_width_factors,
+)
+from tal.transfer.layout import IDENTITY_BLOCK_OUTPUTS, role_of, target_initial_state
 from tal.transfer.weight_selection import evenly_spaced
 
 SOURCE = ViTSpec(
@@ -118,10 +125,54 @@ def test_dct_matrix_is_orthonormal_and_pad_then_cut_round_trips() -> None:
     for size in (1, 5, 48):
         matrix = dct_matrix(size)
         assert torch.allclose(matrix @ matrix.T, torch.eye(size, dtype=torch.float64), atol=1e-12)
+        assert torch.equal(dct_matrix(size, rows=3), matrix[:3])
     signal = torch.randn(7, 30, dtype=torch.float64)
     padded = dct_resize(signal, 1, 75)
     assert torch.allclose(dct_resize(padded, 1, 30), signal, atol=1e-12)
     assert math.isclose(float(padded.norm()), float(signal.norm()), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "source_shape", "target_shape"),
+    [
+        ("blocks.0.attn.qkv.weight", (96, 32), (384, 128)),
+        ("blocks.0.mlp.fc1.weight", (128, 32), (256, 64)),
+        ("blocks.0.mlp.fc2.weight", (32, 128), (24, 96)),
+        ("head.weight", (10, 32), (10, 128)),
+    ],
+)
+def test_factored_dct_width_is_the_dense_one(name, source_shape, target_shape) -> None:
+    """Resizing a rank-r matrix factor by factor gives the dense resize of its product."""
+    generator = torch.Generator().manual_seed(3)
+    rank = 8
+    left = torch.randn(source_shape[0], rank, generator=generator)
+    right = torch.randn(rank, source_shape[1], generator=generator)
+    role = role_of(name)
+    dense_source, fill = left @ right, torch.empty(target_shape)
+    if role.qkv:
+        dense_source, fill = (
+            dense_source.view(3, -1, source_shape[1]),
+            fill.view(3, -1, target_shape[1]),
+        )
+    dense = dct_width(dense_source, fill, role).reshape(target_shape)
+    new_left, new_right = dct_width_factors(left, right, target_shape, role)
+    torch.testing.assert_close(new_left @ new_right, dense, atol=1e-5, rtol=1e-4)
+
+
+def test_band_limited_resize_is_the_full_resize_for_any_factor() -> None:
+    """Low-frequency factors (as the decoder's) take the band; others fall back to the full
+    resize: either way the result is the full resize's."""
+    generator = torch.Generator().manual_seed(5)
+    size, target = 4 * BAND_FREQUENCIES, 12 * BAND_FREQUENCIES
+    low = dct_matrix(size, BAND_FREQUENCIES // 2).T.float()  # (size, band / 2)
+    smooth = low @ torch.randn(BAND_FREQUENCIES // 2, 16, generator=generator)
+    rough = torch.randn(size, 16, generator=generator)
+    for factor in (smooth, rough, smooth.T.contiguous()):
+        dim = 0 if factor.shape[0] == size else 1
+        torch.testing.assert_close(
+            band_limited_resize(factor, dim, target), dct_resize(factor, dim, target),
+            atol=1e-5, rtol=1e-4,
+        )  # fmt: skip
 
 
 def test_dct_keeps_smooth_signals_and_rescales_to_fan_in() -> None:
