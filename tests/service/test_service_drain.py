@@ -102,13 +102,14 @@ def assert_complete_blob(miss: Miss) -> None:
     assert miss.response is not None and miss.response.status_code == 200, miss.response
     assert len(miss.response.content) == int(miss.response.headers["content-length"])
     state = safetensors.torch.load(miss.response.content)
-    timm.create_model(LARGE_ARCH, pretrained=False).load_state_dict(state, strict=True)
+    timm.create_model(miss.arch, pretrained=False).load_state_dict(state, strict=True)
 
 
 def test_sigterm_lets_the_miss_in_flight_finish(store: Path, tmp_path: Path) -> None:
     server = ServiceProcess(tmp_path, settings(store, DELAY, GRACE)).start().wait_ready()
     try:
-        miss = Miss(server.url)
+        # it must outlast DELAY after the signal: a ViT-B miss (about a second) did not always
+        miss = Miss(server.url, LARGER_ARCH)
         miss.start()
         wait_in_flight(server)
         signalled = time.monotonic()
