@@ -3,9 +3,10 @@
 The text is the licence texts every Debian system ships (``/usr/share/common-licenses``,
 package ``base-files``); no text task reads them. It is cut into rows of ``max_tokens`` tokens,
 once with GPT-2's vocabulary (the served token embedding comes from the text ancestry) and once
-as bytes (vocabulary 257, which the text ancestry's token table does not cover: every served
-tensor is then Hugging Face's init, seeded per tensor). Every start is trained with the same
-AdamW recipe on the same rows and scored on held-out rows.
+as bytes (vocabulary 257, which the text ancestry's token table does not cover: the served
+token rows are then decoded on rows drawn like the table's, ``tal.hypernet.decoder.rows_like``).
+Every start is trained with the same AdamW recipe on the same rows and scored on held-out
+rows.
 """
 
 from __future__ import annotations

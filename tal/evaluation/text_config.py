@@ -54,7 +54,9 @@ class TextEvalConfig(BaseModel):
     recipe_lr: float = Field(1e-3, gt=0)
     seeds: tuple[int, ...] = (0, 1, 2)
     foreign_steps: int = Field(200, ge=1, description="steps of the foreign-text check")
-    foreign_seeds: tuple[int, ...] = (0, 1, 2)
+    # training from Hugging Face's init spreads by about 0.2 nats over seeds at 200 steps
+    # (docs/lab/foreign_vocabulary.md): three seeds left the check's verdict to chance
+    foreign_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
 
     @property
     def recipe(self) -> TextFinetuneRecipe:

@@ -325,7 +325,8 @@ def _foreign_section(results: dict[str, Any]) -> list[str]:
         f"GPT-2 with 4 blocks, width 128, predicted without a task, trained "
         f"{config['foreign_steps']} AdamW steps (lr 1e-3, 10% warm-up, cosine) on Debian's "
         "licence texts (`/usr/share/common-licenses`), tokenised with GPT-2's vocabulary and as "
-        "bytes (vocabulary 257: every served tensor is then Hugging Face's seeded init); "
+        "bytes (vocabulary 257, which the token table does not cover: TAL's token rows are "
+        "then decoded on rows drawn like the table's); "
         f"held-out rows' loss in nats per token, mean over seeds {list(config['foreign_seeds'])}.",
         "",
     ]

@@ -38,9 +38,9 @@ class DecoderConfig:
     ``token_basis`` (ours): the rows of a token-indexed matrix (GPT-2's token embedding, an
     untied LM head) carry no order, so they are not decoded along the row index: their row basis
     is the text ancestry's token table (``TALHypernet.set_token_table``). A GPT-2 of another
-    vocabulary is Hugging Face's own initialisation of the whole model, each tensor from a
-    generator seeded by its name and shape. Without it (the GHN-3 and LoGAH baselines) token rows
-    are decoded like any other.
+    vocabulary takes rows drawn like the table's rows (their mean and covariance) as its row
+    basis; without a table the whole model is Hugging Face's initialisation. Without
+    ``token_basis`` (the GHN-3 and LoGAH baselines) token rows are decoded like any other.
     """
 
     basis: BasisKind = "relative"

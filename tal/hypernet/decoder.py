@@ -21,12 +21,14 @@ shape are expanded together.
 Token-indexed rows (``ParamSlot.token_rows``: GPT-2's token embedding, an untied LM head) have
 no order, so with ``DecoderConfig.token_basis`` their row basis is the text ancestry's token
 table ``T (vocab, d)`` instead of ``P(vocab)``: ``W = s * T A R / rms`` (with a tied head the
-logits then live in the ancestry's token space). What the hypernetwork learned of GPT-2 lives
-in that token space: for a vocabulary the table does not cover, the whole model is Hugging
-Face's initialisation (:func:`hugging_face_std`), each tensor drawn from a generator seeded by
-its name and shape, so it is a start of the same distribution as Hugging Face's default (an
-earlier session measured served blocks with a foreign vocabulary training worse; that note was
-not kept: docs/text_results.md section 5 has the current comparison).
+logits then live in the ancestry's token space). Without a table (a learngene that never
+learned GPT-2) the whole model is Hugging Face's initialisation, each tensor drawn from a
+generator seeded by its name and shape. For a vocabulary the table does not cover (a foreign
+vocabulary, e.g. bytes) the row basis is rows drawn from the normal with the table rows' mean
+and covariance (:func:`rows_like`, seeded by the vocabulary size), so the blocks see token
+embeddings distributed as those they were trained with: on text no task uses, such a start
+ended 200 steps of training below Hugging Face's init of the whole model, and spread far less
+over seeds (docs/lab/foreign_vocabulary.md).
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ COMPOSE_CHUNK_ELEMENTS = 2**20
 PLAN_CACHE_ENTRIES = 256  # export plans' decoding groups kept (plans are cached per spec too)
 HF_INIT_STD = 0.02  # GPT2Config.initializer_range: Hugging Face's normal init of embeddings
 SEED_BYTES = 8
+FOREIGN_TABLE_NAME = "token-table"  # seeds the rows drawn for a vocabulary the table lacks
+TOKEN_BASIS_CACHE_ENTRIES = 4  # vocabularies whose token basis is kept (up to 256 MB each)
+GRAM_CHUNK_ROWS = 65_536  # rows per float64 product when a token basis's Gram is summed
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,19 @@ def seeded_normal(name: str, rows: int, cols: int, std: float = HF_INIT_STD) -> 
     digest = hashlib.sha256(f"{name}:{rows}x{cols}".encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(digest[:SEED_BYTES], "big") >> 1)
     return torch.randn(rows, cols, generator=generator).mul_(std)
+
+
+def rows_like(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """``(rows, d)`` float32 rows drawn from the normal with the mean and covariance of
+    ``table``'s rows ``(vocab, d)``, from a CPU generator seeded by ``rows``: the token basis of
+    a vocabulary the table does not cover, the same for every slot and on every device."""
+    mean = table.double().mean(0)
+    centred = table.double() - mean
+    covariance = centred.T @ centred / max(len(table) - 1, 1)
+    values, vectors = torch.linalg.eigh(covariance)  # a square root, also for a singular one
+    root = (vectors * values.clamp(min=0.0).sqrt()).float().cpu()
+    noise = seeded_normal(FOREIGN_TABLE_NAME, rows, table.shape[1], 1.0)
+    return (noise @ root.T).add_(mean.float().cpu()).to(table.device)
 
 
 def in_threads(work: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
@@ -227,7 +245,8 @@ class ParamDecoder(nn.Module):
             nn.init.zeros_(head.bias)
         self.basis = BASES[config.basis](d)
         self.register_buffer("token_table", None, persistent=False)
-        self._token_gram: tuple[torch.Tensor, torch.Tensor] | None = None
+        # per vocabulary size: a token basis (the table, or rows drawn like it) and its Gram
+        self._token_bases: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def set_token_table(self, table: torch.Tensor | None) -> None:
         """The row basis of token-indexed matrices, ``(vocab, basis_size)`` (the text ancestry's
@@ -239,20 +258,30 @@ class ParamDecoder(nn.Module):
             )
         device = self.kind_embedding.weight.device
         self.token_table = None if table is None else table.detach().float().to(device)
-        self._token_gram = None
+        self._token_bases = {}
 
     def _token_basis(self, rows: int) -> torch.Tensor | None:
-        """The token table when it covers a vocabulary of ``rows`` tokens, else None."""
+        """The row basis of a vocabulary of ``rows`` tokens ``(rows, d)``: the token table when
+        it covers it, else rows drawn like the table's (:func:`rows_like`); None without a
+        table."""
         table = self.token_table
-        return table if table is not None and table.shape[0] == rows else None
-
-    def _token_table_gram(self, table: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``T^T T`` ``(d, d)`` (cached per table)."""
-        if self._token_gram is None or self._token_gram[0] is not table:
+        if table is None:
+            return None
+        if rows not in self._token_bases:
             with torch.inference_mode(False), torch.no_grad():
-                gram = table.double().T @ table.double()
-            self._token_gram = (table, gram)
-        return self._token_gram[1].to(dtype)
+                basis = table if table.shape[0] == rows else rows_like(table, rows)
+                gram = sum(
+                    chunk.double().T @ chunk.double() for chunk in basis.split(GRAM_CHUNK_ROWS)
+                )
+            if len(self._token_bases) >= TOKEN_BASIS_CACHE_ENTRIES:
+                self._token_bases.pop(next(iter(self._token_bases)))
+            self._token_bases[rows] = (basis, gram)
+        return self._token_bases[rows][0]
+
+    def _token_table_gram(self, rows: int, dtype: torch.dtype) -> torch.Tensor:
+        """``T^T T`` ``(d, d)`` of the row basis of a vocabulary of ``rows`` tokens (cached)."""
+        self._token_basis(rows)
+        return self._token_bases[rows][1].to(dtype)
 
     def _hugging_face_init(
         self,
@@ -368,10 +397,12 @@ class ParamDecoder(nn.Module):
             ``{name: tensor}`` in plan order, aliases included.
         """
         slots = [slot for slot, _ in plan.pieces]
-        if self.config.token_basis and any(
-            s.token_rows and self._token_basis(s.rows) is None for s in slots
+        if (
+            self.config.token_basis
+            and self.token_table is None
+            and any(s.token_rows for s in slots)
         ):
-            return self._hugging_face_init(plan, dtype, nodes.device, out)
+            return self._hugging_face_init(plan, dtype, nodes.device, out)  # learned no GPT-2
         node_index = torch.tensor([s.node for s in slots], device=nodes.device)
         kind_index = torch.tensor([int(s.kind) for s in slots], device=nodes.device)
         hidden = self.trunk(nodes[node_index] + self.kind_embedding(kind_index))
@@ -404,7 +435,7 @@ class ParamDecoder(nn.Module):
             token_basis = self._token_basis(rows) if tokens and self.config.token_basis else None
             if token_basis is not None:
                 left = token_basis.to(a.dtype) @ core_a  # (n, vocab, r)
-                row_gram = self._token_table_gram(token_basis, a.dtype).to(a.device)
+                row_gram = self._token_table_gram(rows, a.dtype).to(a.device)
             else:
                 left = self.basis.project(rows, core_a)  # (n, rows, r)
                 row_gram = self.basis.gram(rows, a.dtype).to(a.device)

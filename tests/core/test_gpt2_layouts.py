@@ -1,5 +1,6 @@
 """GPT-2 layouts: every format loads strictly into the real transformers classes, the token
-embedding is decoded from the token table or is Hugging Face's seeded init, and the sequence
+embedding is decoded from the token table (or rows drawn like it for another vocabulary; Hugging
+Face's seeded init without a table), and the sequence
 classifier reads the last real token as transformers does."""
 
 import pytest
@@ -13,7 +14,7 @@ from tal.arch.specs import GPT2Spec, SpecError, ViTSpec
 from tal.arch.target_models import build_model, gpt2_pad_token_id
 from tal.checkpoints.learngene import Learngene
 from tal.hypernet import preset
-from tal.hypernet.decoder import HF_INIT_STD, LowRankMatrix, in_threads, seeded_normal
+from tal.hypernet.decoder import LowRankMatrix, in_threads, rows_like
 
 PROPERTY_SETTINGS = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -67,38 +68,50 @@ def test_every_layout_loads_strictly_into_transformers(spec, covered):
         assert logits.shape[-1] == expected
         assert format_num_params(spec, format) == sum(p.numel() for p in model.parameters())
     state = learngene.predict(spec, format="hf")
-    for name in ["transformer.wte.weight"] + (
-        [] if spec.tie_word_embeddings else ["lm_head.weight"]
-    ):
-        seeded = seeded_normal(name, spec.vocab_size, spec.n_embd)
-        assert torch.equal(state[name], seeded) != covered  # token rows: the table or HF's init
+    table = learngene.hypernet.decoder._token_basis(spec.vocab_size)
+    assert torch.equal(table, learngene.hypernet.decoder.token_table) == covered
+    assert (
+        torch.equal(table, rows_like(learngene.hypernet.decoder.token_table, spec.vocab_size))
+        != covered
+    )
 
 
-def test_a_vocabulary_without_table_gets_hugging_faces_init_deterministically():
-    """What the hypernetwork learned of GPT-2 lives in its table's token space: a model of
-    another vocabulary is transformers' own initialisation, seeded per tensor."""
+def test_a_vocabulary_the_table_does_not_cover_decodes_rows_drawn_like_the_table():
+    """A foreign vocabulary (bytes) is decoded with rows drawn with the table rows' mean and
+    covariance (seeded: the same every time) as its token basis."""
     spec = GPT2Spec(n_layer=2, n_embd=64, n_head=2, vocab_size=257, n_positions=32)
     learngene = learngene_with_table(50_257)  # the table is GPT-2's, the spec's vocabulary not
-    state = learngene.predict(spec, format="hf")
-    wte = state["transformer.wte.weight"]
-    assert wte.std().item() == pytest.approx(HF_INIT_STD, rel=0.05)
-    assert abs(wte.mean().item()) < 1e-3
+    table = learngene.hypernet.decoder.token_table
+    drawn = rows_like(table, 257)
+    assert torch.equal(drawn, rows_like(table, 257))
+    torch.testing.assert_close(drawn.mean(0), table.mean(0), atol=0.25, rtol=0)
+    ratio = drawn.var(0) / table.var(0)
+    assert float(ratio.min()) > 0.6 and float(ratio.max()) < 1.6
+    state = {k: v.clone() for k, v in learngene.predict(spec, format="hf").items()}
+    half = learngene.predict(spec, format="hf", dtype="float16")["transformer.wte.weight"]
+    assert torch.equal(half, state["transformer.wte.weight"].half())
+    learngene.hypernet.set_token_table(drawn)  # the same hypernetwork, with those rows as table
+    decoded = learngene.predict(spec, format="hf")
+    for name, tensor in state.items():
+        torch.testing.assert_close(decoded[name], tensor, msg=name)
+
+
+def test_a_learngene_without_a_token_table_serves_hugging_faces_init():
+    """A learngene that never learned GPT-2 (no token table) serves transformers' own
+    initialisation of the whole model, seeded per tensor."""
+    spec = GPT2Spec(n_layer=2, n_embd=64, n_head=2, vocab_size=257, n_positions=32)
+    state = Learngene.fresh().predict(spec, format="hf")
     reference = build_model(spec, "hf").state_dict()  # transformers' init, its own seed
     for name, tensor in state.items():
         assert tensor.shape == reference[name].shape
         assert tensor.std().item() == pytest.approx(reference[name].std().item(), rel=0.1, abs=1e-6)
         assert tensor.mean().item() == pytest.approx(reference[name].mean().item(), abs=2e-3)
-    assert torch.equal(wte, Learngene.fresh().predict(spec, format="hf")["transformer.wte.weight"])
-    half = learngene.predict(spec, format="hf", dtype="float16")["transformer.wte.weight"]
-    assert torch.equal(half, wte.half())  # the same values in every dtype
-    other = spec.model_copy(update={"n_embd": 32})
-    other_wte = learngene.predict(other, format="hf")["transformer.wte.weight"]
-    assert not torch.equal(other_wte, wte[:, :32])
+    assert torch.equal(state["transformer.h.0.ln_1.weight"], torch.ones(spec.n_embd))
 
 
 def test_threads_draw_hugging_faces_init_with_the_same_values():
     spec = GPT2Spec(n_layer=3, n_embd=64, n_head=2, vocab_size=257, n_positions=32)
-    learngene = learngene_with_table(50_257)
+    learngene = Learngene.fresh()  # no token table: every tensor is drawn
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -25,8 +25,8 @@ from tal.checkpoints.provenance import describe_environment
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "reference_predictions.safetensors"
 OTHER_KERNELS_TOLERANCE = 1e-5  # relative, where another CPU kernel path rounds differently
 # Bit for bit only on the recording machine's kind: the same kernel path (AVX512, ...) on
-# another CPU vendor rounds differently (an Intel Xeon gives other float32 bits than the
-# AMD EPYC that recorded the reference, both AVX512).
+# another CPU vendor rounds differently (an Intel Xeon and an AMD EPYC, both AVX512, give
+# different float32 bits).
 SAME_KERNELS_KEYS = ("cpu_kernels", "cpu_model")
 
 
