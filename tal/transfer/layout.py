@@ -296,12 +296,19 @@ def transfer_state(
             aligned = aligned_source(name, tensor, source, target, fill, head_rows)
         if aligned is not None:
             fill = map_width(aligned, fill, role_of(name), width_map)
-        result[name] = fill
-    for index in range(source.depth, target.depth):
-        for output in IDENTITY_BLOCK_OUTPUTS:
-            for param in ("weight", "bias"):
-                result[f"blocks.{index}.{output}.{param}"].zero_()
+        result[name] = fill.zero_() if is_identity_output(name, source.depth) else fill
     return result
+
+
+def is_identity_output(name: str, source_depth: int) -> bool:
+    """Whether target parameter ``name`` is a residual output projection of a block past
+    ``source_depth`` (zero: the block starts as an identity map)."""
+    match = BLOCK_NAME.match(name)
+    return bool(
+        match
+        and int(match.group(1)) >= source_depth
+        and any(match.group(2).startswith(f"{output}.") for output in IDENTITY_BLOCK_OUTPUTS)
+    )
 
 
 def map_width(

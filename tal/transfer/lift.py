@@ -45,11 +45,11 @@ from tal.hypernet.decoder import LowRankMatrix
 
 from .dct_transfer import dct_width, dct_width_factors
 from .layout import (
-    BLOCK_NAME,
     IDENTITY_BLOCK_OUTPUTS,
     TensorRole,
     aligned_source,
     check_state,
+    is_identity_output,
     map_width,
     role_of,
     source_name,
@@ -203,7 +203,7 @@ def lift_into(
     gain = max(1.0, target.embed_dim / proxy.embed_dim)
     head_rows = (0, target.num_classes) if target.num_classes else None
     for slot, pieces in plan.pieces:
-        if _identity_output(slot.name, proxy.depth):  # a block past the proxy's depth
+        if is_identity_output(slot.name, proxy.depth):  # a block past the proxy's depth
             for piece in pieces:
                 outputs[piece.name].zero_()
             continue
@@ -217,17 +217,6 @@ def lift_into(
             _lift_factors(source, slot, pieces, role, head_rows, scale, outputs)
         else:
             _lift_dense(source, proxy, target, slot.name, pieces, head_rows, scale, outputs)
-
-
-def _identity_output(name: str, source_depth: int) -> bool:
-    """Whether ``name`` is a residual output projection of a block past ``source_depth``
-    (zero: the block starts as an identity map, ``tal.transfer.layout``)."""
-    match = BLOCK_NAME.match(name)
-    return bool(
-        match
-        and int(match.group(1)) >= source_depth
-        and any(match.group(2).startswith(f"{output}.") for output in IDENTITY_BLOCK_OUTPUTS)
-    )
 
 
 def lifted_matrices(proxy: ViTSpec, target: ViTSpec) -> frozenset[str]:
