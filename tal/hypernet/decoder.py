@@ -69,7 +69,9 @@ PLAN_CACHE_ENTRIES = 256  # export plans' decoding groups kept (plans are cached
 HF_INIT_STD = 0.02  # GPT2Config.initializer_range: Hugging Face's normal init of embeddings
 SEED_BYTES = 8
 FOREIGN_TABLE_NAME = "token-table"  # seeds the rows drawn for a vocabulary the table lacks
-TOKEN_BASIS_CACHE_ENTRIES = 4  # vocabularies whose token basis is kept (up to 256 MB each)
+# Bytes of drawn token bases kept between predictions (the token table itself costs nothing):
+# one for a vocabulary of the spec limit's size at basis 64, or a few dozen of typical sizes
+TOKEN_BASIS_CACHE_BYTES = 2**28
 GRAM_CHUNK_ROWS = 65_536  # rows per float64 product when a token basis's Gram is summed
 
 
@@ -260,28 +262,37 @@ class ParamDecoder(nn.Module):
         self.token_table = None if table is None else table.detach().float().to(device)
         self._token_bases = {}
 
-    def _token_basis(self, rows: int) -> torch.Tensor | None:
-        """The row basis of a vocabulary of ``rows`` tokens ``(rows, d)``: the token table when
-        it covers it, else rows drawn like the table's (:func:`rows_like`); None without a
-        table."""
+    def _token_basis(self, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The row basis of a vocabulary of ``rows`` tokens ``(rows, d)`` and its Gram ``T^T T``
+        ``(d, d)`` float64: the token table when it covers the vocabulary, else rows drawn like
+        the table's (:func:`rows_like`); None without a table. Drawn bases are kept, oldest
+        evicted first, up to :data:`TOKEN_BASIS_CACHE_BYTES` in all."""
         table = self.token_table
         if table is None:
             return None
-        if rows not in self._token_bases:
-            with torch.inference_mode(False), torch.no_grad():
-                basis = table if table.shape[0] == rows else rows_like(table, rows)
-                gram = sum(
-                    chunk.double().T @ chunk.double() for chunk in basis.split(GRAM_CHUNK_ROWS)
-                )
-            if len(self._token_bases) >= TOKEN_BASIS_CACHE_ENTRIES:
-                self._token_bases.pop(next(iter(self._token_bases)))
-            self._token_bases[rows] = (basis, gram)
-        return self._token_bases[rows][0]
+        cached = self._token_bases.get(rows)
+        if cached is not None:
+            return cached
+        with torch.inference_mode(False), torch.no_grad():
+            basis = table if table.shape[0] == rows else rows_like(table, rows)
+            gram = sum(chunk.double().T @ chunk.double() for chunk in basis.split(GRAM_CHUNK_ROWS))
+        entry = (basis, gram)
+        size = self._drawn_bytes(basis)
+        if size > TOKEN_BASIS_CACHE_BYTES:  # served, never kept
+            return entry
+        while self._token_bases and self.token_basis_cache_bytes + size > TOKEN_BASIS_CACHE_BYTES:
+            self._token_bases.pop(next(iter(self._token_bases)))
+        self._token_bases[rows] = entry
+        return entry
 
-    def _token_table_gram(self, rows: int, dtype: torch.dtype) -> torch.Tensor:
-        """``T^T T`` ``(d, d)`` of the row basis of a vocabulary of ``rows`` tokens (cached)."""
-        self._token_basis(rows)
-        return self._token_bases[rows][1].to(dtype)
+    def _drawn_bytes(self, basis: torch.Tensor) -> int:
+        """Memory a cached basis holds beyond the token table (which it may be)."""
+        return 0 if basis is self.token_table else basis.numel() * basis.element_size()
+
+    @property
+    def token_basis_cache_bytes(self) -> int:
+        """Bytes the drawn token bases kept between predictions hold now."""
+        return sum(self._drawn_bytes(basis) for basis, _ in self._token_bases.values())
 
     def _hugging_face_init(
         self,
@@ -432,10 +443,11 @@ class ParamDecoder(nn.Module):
             group = slice(start, start + len(members))
             start += len(members)
             core_a = a[group]  # (n, d, r)
-            token_basis = self._token_basis(rows) if tokens and self.config.token_basis else None
-            if token_basis is not None:
+            token = self._token_basis(rows) if tokens and self.config.token_basis else None
+            if token is not None:
+                token_basis, token_gram = token
                 left = token_basis.to(a.dtype) @ core_a  # (n, vocab, r)
-                row_gram = self._token_table_gram(rows, a.dtype).to(a.device)
+                row_gram = token_gram.to(device=a.device, dtype=a.dtype)
             else:
                 left = self.basis.project(rows, core_a)  # (n, rows, r)
                 row_gram = self.basis.gram(rows, a.dtype).to(a.device)

@@ -13,6 +13,7 @@ from tal.arch.parse import parse_arch
 from tal.arch.specs import GPT2Spec, SpecError, ViTSpec
 from tal.arch.target_models import build_model, gpt2_pad_token_id
 from tal.checkpoints.learngene import Learngene
+from tal.hypernet import decoder as decoder_module
 from tal.hypernet import preset
 from tal.hypernet.decoder import LowRankMatrix, in_threads, rows_like
 
@@ -68,7 +69,7 @@ def test_every_layout_loads_strictly_into_transformers(spec, covered):
         assert logits.shape[-1] == expected
         assert format_num_params(spec, format) == sum(p.numel() for p in model.parameters())
     state = learngene.predict(spec, format="hf")
-    table = learngene.hypernet.decoder._token_basis(spec.vocab_size)
+    table, _ = learngene.hypernet.decoder._token_basis(spec.vocab_size)
     assert torch.equal(table, learngene.hypernet.decoder.token_table) == covered
     assert (
         torch.equal(table, rows_like(learngene.hypernet.decoder.token_table, spec.vocab_size))
@@ -94,6 +95,27 @@ def test_a_vocabulary_the_table_does_not_cover_decodes_rows_drawn_like_the_table
     decoded = learngene.predict(spec, format="hf")
     for name, tensor in state.items():
         torch.testing.assert_close(decoded[name], tensor, msg=name)
+
+
+def test_drawn_token_bases_are_kept_within_their_byte_cap(monkeypatch):
+    """Drawn bases are kept oldest-out within TOKEN_BASIS_CACHE_BYTES; the table itself costs
+    nothing; a basis over the cap is served the same but never kept."""
+    decoder = learngene_with_table(1000).hypernet.decoder
+    cap = 2 * 302 * BASIS * 4  # two drawn vocabularies of about 300 tokens, float32
+    monkeypatch.setattr(decoder_module, "TOKEN_BASIS_CACHE_BYTES", cap)
+    decoder._token_basis(1000)  # the table's own size: no drawn rows
+    assert decoder.token_basis_cache_bytes == 0
+    first, _ = decoder._token_basis(300)
+    decoder._token_basis(301)
+    assert set(decoder._token_bases) == {1000, 300, 301}
+    decoder._token_basis(302)  # over the cap: the oldest drawn one goes
+    assert decoder.token_basis_cache_bytes <= cap
+    assert {301, 302} <= set(decoder._token_bases) and 300 not in decoder._token_bases
+    again, _ = decoder._token_basis(300)  # drawn again, the same rows
+    assert torch.equal(again, first)
+    kept = dict(decoder._token_bases)
+    huge, _ = decoder._token_basis(700)  # alone larger than the cap
+    assert huge.shape == (700, BASIS) and decoder._token_bases == kept
 
 
 def test_a_learngene_without_a_token_table_serves_hugging_faces_init():
