@@ -17,9 +17,12 @@ one wider than any in training):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +44,7 @@ from tal.evaluation.text_measure import (
     fit_score_head,
     lm_loss,
 )
-from tal.tasks import held_out_task, list_tasks, load_task
+from tal.tasks import TextTaskData, held_out_task, list_tasks, load_task
 from tal.training.ancestry_trainer import ARTIFACT_DIR
 from tal.training.config import HypernetTrainConfig
 from tal.training.distributed import DistInfo
@@ -152,102 +155,211 @@ def load_shipped(reference: str) -> Learngene:
     return Learngene.load(name, version or store.LATEST, device="cpu")
 
 
-def _foreign_check(
-    config: TextEvalConfig, learngenes: dict[str, Learngene | None]
-) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """vocabulary -> method -> {"before": [...], "after": [...]} over the foreign seeds."""
-    results: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for vocabulary in VOCABULARIES:
-        train, held_out, vocab_size = foreign_splits(vocabulary, config.max_tokens)
-        spec = FOREIGN_SPEC.model_copy(update={"vocab_size": vocab_size})
-        results[vocabulary] = {}
-        for method, learngene in learngenes.items():
-            state = None if learngene is None else learngene.predict(spec, None, "hf")
-            runs = [
-                train_on_foreign_text(spec, state, train, held_out, config.foreign_steps, seed)
-                for seed in config.foreign_seeds
-            ]
-            results[vocabulary][method] = {
-                "before": [before for before, _ in runs],
-                "after": [after for _, after in runs],
+@dataclass(frozen=True)
+class _Inputs:
+    """What every method is measured on, the same for all (drawn once from the config)."""
+
+    tasks: list[str]
+    unseen: str
+    archs: dict[str, GPT2Spec]
+    test: dict[str, TextTaskData]
+    lm_test: dict[str, TextTaskData]
+    positions: dict[str, LMPositions]
+    support: TextTaskData
+    foreign: dict[str, tuple[TextTaskData, TextTaskData, int]]
+
+    @classmethod
+    def draw(cls, config: TextEvalConfig) -> _Inputs:
+        tasks = [t.name for t in list_tasks(TEXT)]
+        lm_test = {t: load_task(t, "test") for t in tasks}
+        return cls(
+            tasks=tasks,
+            unseen=held_out_task(TEXT).name,
+            archs=text_eval_architectures(config.library),
+            test={t: load_task(t, "test", limit=config.test_examples) for t in tasks},
+            lm_test=lm_test,
+            positions={
+                t: LMPositions.draw(lm_test[t], config.test_lm_positions, config.max_tokens)
+                for t in tasks
+            },
+            support=load_task(held_out_task(TEXT).name, "train", limit=config.support_examples),
+            foreign={v: foreign_splits(v, config.max_tokens) for v in VOCABULARIES},
+        )
+
+
+def _measure_untrained(
+    learngene: Learngene | None, inputs: _Inputs, config: TextEvalConfig
+) -> dict[str, dict[str, dict[str, float]]]:
+    """task -> architecture -> LM loss, accuracy (and, on the unseen task, the fitted head's)."""
+    untrained: dict[str, dict[str, dict[str, float]]] = {}
+    for task in inputs.tasks:
+        untrained[task] = {}
+        test = inputs.test[task]
+        for arch_name, base in inputs.archs.items():
+            spec = base.model_copy(update={"num_classes": test.num_classes})
+            model = initial_model(learngene, spec, task, seed=0)
+            scores = {
+                "lm_loss": lm_loss(model, inputs.lm_test[task], inputs.positions[task]),
+                "accuracy": accuracy(model, test, config.max_tokens),
             }
+            if task == inputs.unseen:
+                scores["fitted_head_support_accuracy"] = fit_score_head(
+                    model, inputs.support, config.max_tokens
+                )
+                scores["fitted_head_accuracy"] = accuracy(model, test, config.max_tokens)
+            untrained[task][arch_name] = scores
+    return untrained
+
+
+def _measure_prediction_ms(learngene: Learngene, inputs: _Inputs) -> dict[str, float]:
+    timings = {}
+    for arch_name, spec in inputs.archs.items():
+        began = time.perf_counter()
+        learngene.predict(spec, None, "hf")
+        timings[arch_name] = 1e3 * (time.perf_counter() - began)
+    return timings
+
+
+def _measure_finetuned(
+    learngene: Learngene | None, inputs: _Inputs, config: TextEvalConfig
+) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """task -> seed -> the fine-tuning curve of the ``medium`` architecture."""
+    curves: dict[str, dict[str, dict[str, list[float]]]] = {}
+    base = inputs.archs["medium"]
+    for task in config.finetune_tasks or inputs.tasks:
+        train = load_task(task, "train", limit=config.finetune_examples)
+        for seed in config.seeds:
+            spec = base.model_copy(update={"num_classes": train.num_classes})
+            model = initial_model(learngene, spec, task, seed)
+            if task == inputs.unseen and learngene is not None:
+                fit_score_head(model, inputs.support, config.max_tokens)
+            curve = finetune_text(
+                model,
+                train,
+                inputs.test[task],
+                inputs.lm_test[task],
+                inputs.positions[task],
+                config.recipe,
+                seed,
+            )
+            curves.setdefault(task, {})[str(seed)] = asdict(curve)
+    return curves
+
+
+def _measure_foreign(
+    learngene: Learngene | None, inputs: _Inputs, config: TextEvalConfig
+) -> dict[str, dict[str, list[float]]]:
+    """vocabulary -> {"before": [...], "after": [...]} over the foreign seeds."""
+    results = {}
+    for vocabulary, (train, held_out, vocab_size) in inputs.foreign.items():
+        spec = FOREIGN_SPEC.model_copy(update={"vocab_size": vocab_size})
+        state = None if learngene is None else learngene.predict(spec, None, "hf")
+        runs = [
+            train_on_foreign_text(spec, state, train, held_out, config.foreign_steps, seed)
+            for seed in config.foreign_seeds
+        ]
+        results[vocabulary] = {
+            "before": [before for before, _ in runs],
+            "after": [after for _, after in runs],
+        }
     return results
 
 
+def _measure_method(
+    learngene: Learngene | None, inputs: _Inputs, config: TextEvalConfig
+) -> dict[str, Any]:
+    """Every measure of one method (None: Hugging Face's init)."""
+    return {
+        "untrained": _measure_untrained(learngene, inputs, config),
+        "prediction_ms": None if learngene is None else _measure_prediction_ms(learngene, inputs),
+        "curves": _measure_finetuned(learngene, inputs, config),
+        "foreign": _measure_foreign(learngene, inputs, config),
+    }
+
+
+MEASURES_FILE = "measures.json"  # in the run folder: each method's measures, as taken
+
+
+def measurement_key(config: TextEvalConfig) -> str:
+    """What a method's measures depend on besides its weights: every budget of ``config`` but
+    where the report goes, which methods run and which checkpoint stands beside them."""
+    fields = config.model_dump(mode="json", exclude={"output_dir", "methods", "shipped"})
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def method_key(method: str, learngene: Learngene | None) -> str:
+    """A method's entry among the kept measures: its name and a digest of its hypernetwork's
+    weights and task embeddings (retrained or another checkpoint: measured again)."""
+    if learngene is None:
+        return method
+    digest = hashlib.sha256()
+    tensors = {
+        **{f"hypernet.{k}": v for k, v in learngene.hypernet.state_dict().items()},
+        **{f"task.{k}": v for k, v in learngene.tasks.items()},
+    }
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    return f"{method}@{digest.hexdigest()[:16]}"
+
+
+def _kept_measures(path: Path, key: str) -> dict[str, Any]:
+    """The methods measured by an earlier run with the same budgets (none if they differ)."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    return saved.get("methods", {}) if saved.get("key") == key else {}
+
+
 def run_text_evaluation(config: TextEvalConfig, dist: DistInfo) -> dict[str, Any]:
-    """Everything the text report shows, as plain data (also written to text_results.json)."""
+    """Everything the text report shows, as plain data (also written to text_results.json).
+
+    Each method's measures are kept in the run folder (:data:`MEASURES_FILE`) as soon as they
+    are taken, by :func:`method_key`; a run with the same budgets (:func:`measurement_key`)
+    takes them from there instead of measuring again, so an interrupted evaluation resumes
+    and a new shipped checkpoint is measured alone."""
     _, _, text_summary = load_text_ancestry_artifacts(config.ancestry_run)
     trained, training_seconds = train_text_methods(config, dist)
     learngenes: dict[str, Learngene | None] = {HF_INIT: None, **trained}
     if config.shipped:
         learngenes[SHIPPED] = load_shipped(config.shipped)
-    tasks = [t.name for t in list_tasks(TEXT)]
-    unseen = held_out_task(TEXT).name
-    archs = text_eval_architectures(config.library)
-    test = {t: load_task(t, "test", limit=config.test_examples) for t in tasks}
-    lm_test = {t: load_task(t, "test") for t in tasks}
-    positions = {
-        t: LMPositions.draw(lm_test[t], config.test_lm_positions, config.max_tokens) for t in tasks
-    }
-    support = load_task(unseen, "train", limit=config.support_examples)
-
-    untrained: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    inputs = _Inputs.draw(config)
+    key = measurement_key(config)
+    kept_path = config.run_dir / MEASURES_FILE
+    kept = _kept_measures(kept_path, key)
+    per_method = {}
     for method, learngene in learngenes.items():
-        untrained[method] = {}
-        for task in tasks:
-            untrained[method][task] = {}
-            for arch_name, base in archs.items():
-                spec = base.model_copy(update={"num_classes": test[task].num_classes})
-                model = initial_model(learngene, spec, task, seed=0)
-                scores = {
-                    "lm_loss": lm_loss(model, lm_test[task], positions[task]),
-                    "accuracy": accuracy(model, test[task], config.max_tokens),
-                }
-                if task == unseen:
-                    scores["fitted_head_support_accuracy"] = fit_score_head(
-                        model, support, config.max_tokens
-                    )
-                    scores["fitted_head_accuracy"] = accuracy(model, test[task], config.max_tokens)
-                untrained[method][task][arch_name] = scores
-
-    prediction_ms: dict[str, dict[str, float]] = {}
-    for method, learngene in learngenes.items():
-        if learngene is not None:
-            prediction_ms[method] = {}
-            for arch_name, spec in archs.items():
-                began = time.perf_counter()
-                learngene.predict(spec, None, "hf")
-                prediction_ms[method][arch_name] = 1e3 * (time.perf_counter() - began)
-
-    curves: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
-    base = archs["medium"]
-    for task in config.finetune_tasks or tasks:
-        train = load_task(task, "train", limit=config.finetune_examples)
-        for method, learngene in learngenes.items():
-            for seed in config.seeds:
-                spec = base.model_copy(update={"num_classes": train.num_classes})
-                model = initial_model(learngene, spec, task, seed)
-                if task == unseen and learngene is not None:
-                    fit_score_head(model, support, config.max_tokens)
-                curve = finetune_text(
-                    model, train, test[task], lm_test[task], positions[task], config.recipe, seed
-                )
-                curves.setdefault(method, {}).setdefault(task, {})[str(seed)] = asdict(curve)
+        entry = method_key(method, learngene)
+        if entry not in kept:
+            kept[entry] = _measure_method(learngene, inputs, config)
+            kept_path.parent.mkdir(parents=True, exist_ok=True)
+            kept_path.write_text(json.dumps({"key": key, "methods": kept}))
+        per_method[method] = kept[entry]
 
     return {
         "config": config.model_dump(mode="json"),
         "architectures": {
-            k: v.model_dump(mode="json") | {"num_params": v.num_params()} for k, v in archs.items()
+            k: v.model_dump(mode="json") | {"num_params": v.num_params()}
+            for k, v in inputs.archs.items()
         },
-        "unseen_task": unseen,
+        "unseen_task": inputs.unseen,
         "text_ancestry": {"metrics": text_summary["metrics"], "spec": text_summary["spec"]},
         "shipped": _shipped_summary(learngenes.get(SHIPPED)),
         "environment": describe_environment(),
         "training_seconds": {HF_INIT: 0.0, **training_seconds},
-        "prediction_ms": prediction_ms,
-        "untrained": untrained,
-        "finetune": {"architecture": "medium", "recipe": asdict(config.recipe), "curves": curves},
-        "foreign_text": _foreign_check(config, learngenes),
+        "prediction_ms": {
+            m: v["prediction_ms"] for m, v in per_method.items() if v["prediction_ms"] is not None
+        },
+        "untrained": {m: v["untrained"] for m, v in per_method.items()},
+        "finetune": {
+            "architecture": "medium",
+            "recipe": asdict(config.recipe),
+            "curves": {m: v["curves"] for m, v in per_method.items()},
+        },
+        "foreign_text": {
+            vocabulary: {m: v["foreign"][vocabulary] for m, v in per_method.items()}
+            for vocabulary in VOCABULARIES
+        },
     }
 
 

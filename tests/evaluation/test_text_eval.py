@@ -4,6 +4,7 @@ models, and the pieces it is built from."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +13,15 @@ from tal.arch.formats import HF_SEQUENCE_CLASSIFICATION
 from tal.arch.libraries import build_library
 from tal.arch.specs import GPT2Spec
 from tal.arch.target_models import build_model
+from tal.checkpoints.learngene import Learngene
 from tal.evaluation.foreign_text import BYTE_VOCAB, foreign_splits, foreign_text
-from tal.evaluation.text import text_eval_architectures
+from tal.evaluation.text import (
+    MEASURES_FILE,
+    measurement_key,
+    method_key,
+    text_eval_architectures,
+)
+from tal.evaluation.text_config import TextEvalConfig
 from tal.evaluation.text_measure import LMPositions, fit_score_head, lm_loss
 from tal.tasks import load_task
 from tal.training.ancestry_trainer import AncestryTrainer
@@ -86,6 +94,32 @@ def test_text_eval_quick_writes_a_well_formed_report(tmp_path):
         [*command, "--report-only"], capture_output=True, text=True, timeout=QUICK_TIMEOUT_S
     )
     assert rerender.returncode == 0 and (docs / "text_results.md").read_text() == markdown
+    # a second run takes every method's measures from the run folder instead of measuring
+    kept = tmp_path / "eval" / MEASURES_FILE
+    kept_before = kept.read_text()
+    assert len(json.loads(kept_before)["methods"]) == len(methods)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert kept.read_text() == kept_before
+    rerun = json.loads((docs / "text_results.json").read_text())
+    for part in ("untrained", "finetune", "foreign_text"):
+        assert rerun[part] == results[part]
+
+
+def test_kept_measures_are_keyed_by_budgets_and_weights():
+    """Measures are reused only for the same budgets and the same hypernetwork weights."""
+    config = TextEvalConfig()
+    assert measurement_key(config) == measurement_key(
+        config.model_copy(update={"output_dir": Path("elsewhere"), "shipped": None})
+    )
+    assert measurement_key(config) != measurement_key(config.model_copy(update={"epochs": 4}))
+    learngene = Learngene.fresh()
+    key = method_key("tal", learngene)
+    assert key.startswith("tal@") and key == method_key("tal", learngene)
+    with torch.no_grad():
+        next(learngene.hypernet.parameters()).add_(1.0)
+    assert method_key("tal", learngene) != key
+    assert method_key("random", None) == "random"
 
 
 def test_the_lm_loss_is_the_models_own_and_a_fitted_head_classifies_its_rows():
