@@ -1,10 +1,12 @@
 """Model libraries: deterministic sets of architectures the hypernetwork trains on.
 
 Presets follow the TAL / LoGAH papers (``vits-1k``, ``vits-plus-1k``, ``gpts-1k``) plus CPU-sized
-ones (``cpu``, ``cpu-plus``) for 32 px, one-channel images, and ``gpt2-cpu`` for GPT-2 with
-GPT-2's vocabulary. Each library has a fixed held-out
-split chosen by hashing each architecture's canonical JSON, so the split does not depend on
-sampling order and training never sees a held-out architecture.
+ones (``cpu``, ``cpu-plus``) for 32 px, one-channel images, ``cpu-scales`` for the widths, depths
+and input formats users request (up to ViT-S's blocks, 32-96 px, grey and RGB), and ``gpt2-cpu``
+for GPT-2 with GPT-2's vocabulary. Each library has a fixed held-out split chosen by hashing each
+architecture's canonical JSON, so the split does not depend on sampling order and training never
+sees a held-out architecture; a preset may add named timm models to it (held out at their own
+resolution).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
+import torch
+
+from tal.arch.parse import spec_from_timm_name
 from tal.arch.specs import GPT2Spec, ViTSpec
 
 HELD_OUT_PERCENT = 10
@@ -23,6 +28,7 @@ PLACEHOLDER_CLASSES = 10  # heads are resized to each task's classes at training
 PAPER_HEAD_DIMS = (16, 128)  # allowed head-width range; heads are divisors of the width
 CPU_HEAD_DIMS = (8, 64)
 CPU_PATCH = 8
+GREY, RGB = 1, 3
 
 
 @dataclass(frozen=True)
@@ -37,23 +43,76 @@ class WidthRule:
 
 
 @dataclass(frozen=True)
+class InputFormat:
+    """The images a ViT takes: ``img_size`` px squares cut into ``patch_size`` px patches, with
+    ``in_chans`` channels."""
+
+    img_size: int
+    patch_size: int
+    in_chans: int
+
+    @property
+    def patches(self) -> int:
+        return (self.img_size // self.patch_size) ** 2
+
+
+def input_formats(
+    img_sizes: tuple[int, ...],
+    patch_sizes: tuple[int, ...],
+    channels: tuple[int, ...],
+    max_patches: int,
+) -> tuple[InputFormat, ...]:
+    """Every format of those sizes whose patches tile the image, at most ``max_patches`` of them
+    (a ViT's cost grows with its sequence)."""
+    return tuple(
+        InputFormat(size, patch, chans)
+        for size in img_sizes
+        for patch in patch_sizes
+        for chans in channels
+        if size % patch == 0 and (size // patch) ** 2 <= max_patches
+    )
+
+
+@dataclass(frozen=True)
 class LibraryPreset:
-    family: str  # "vit" or "gpt2"
+    """A model library's rules.
+
+    Attributes:
+        family: ``"vit"`` or ``"gpt2"``.
+        rules: the widths allowed per depth band.
+        size: architectures drawn (all, if fewer exist).
+        formats: a ViT library's input formats (every architecture comes in each).
+        head_dims: ``(min, max)`` width per attention head; mlp_ratios: a ViT's MLP ratios.
+        vocab_size, n_positions, positions: a GPT-2 library's vocabulary and context lengths
+            (``positions`` to draw from; default ``n_positions``).
+        held_out_models: timm model names added to the held-out split as they are.
+        cost_power: the trainer draws architectures with probability ``~ cost^-cost_power``
+            (:meth:`ModelLibrary.sampling_weights`; 0: uniformly).
+    """
+
+    family: str
     rules: tuple[WidthRule, ...]
     size: int
-    img_size: int = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    head_dims: tuple[int, int] = PAPER_HEAD_DIMS  # (min, max) width per head
+    formats: tuple[InputFormat, ...] = (InputFormat(224, 16, RGB),)
+    head_dims: tuple[int, int] = PAPER_HEAD_DIMS
     mlp_ratios: tuple[float, ...] = (4.0,)
     vocab_size: int = 50_257
     n_positions: int = 1_024
-    positions: tuple[int, ...] = ()  # GPT-2 context lengths to draw from (default: n_positions)
+    positions: tuple[int, ...] = ()
+    held_out_models: tuple[str, ...] = ()
+    cost_power: float = 0.0
 
 
 _CPU_IMAGES = dict(
-    img_size=32, patch_size=CPU_PATCH, in_chans=1, head_dims=CPU_HEAD_DIMS, mlp_ratios=(2.0, 4.0)
+    formats=(InputFormat(32, CPU_PATCH, GREY),), head_dims=CPU_HEAD_DIMS, mlp_ratios=(2.0, 4.0)
 )
+# Formats of the scales library: 32-96 px, patch 8 or 16, grey or RGB, at most 64 patches.
+SCALES_FORMATS = input_formats((32, 48, 64, 96), (8, 16), (GREY, RGB), max_patches=64)
+SCALES_HELD_OUT = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
+SCALES_SIZE = 600
+# Drawing ~ cost^-1/2: a ViT-S-width 12-block model about a twentieth as often as a 2-block
+# width-48 one, so most steps stay cheap and every step still meets wide models now and then.
+SCALES_COST_POWER = 0.5
 
 PRESETS: dict[str, LibraryPreset] = {
     # Authors' ViTs-1K: depth 3-9; width 192-512 at depth 3, 256-512 at 4-5, 256-768 above.
@@ -83,6 +142,22 @@ PRESETS: dict[str, LibraryPreset] = {
     "cpu-plus": LibraryPreset(
         "vit", (WidthRule(2, 8, 64, 256, 32),), CPU_LIBRARY_SIZE, **_CPU_IMAGES
     ),
+    # The scales users request on a CPU budget: depth 2-12, width up to ViT-S's 384 (narrower
+    # bands shallow), heads of width 16-64 (ViT-S's 64 included), MLP ratio 4, every format of
+    # SCALES_FORMATS; timm's ViT-Ti/S/B at 224 px held out.
+    "cpu-scales": LibraryPreset(
+        "vit",
+        (
+            WidthRule(2, 4, 48, 384, 16),
+            WidthRule(5, 8, 96, 384, 32),
+            WidthRule(9, 12, 192, 384, 64),
+        ),
+        SCALES_SIZE,
+        formats=SCALES_FORMATS,
+        head_dims=(16, 64),
+        held_out_models=SCALES_HELD_OUT,
+        cost_power=SCALES_COST_POWER,
+    ),
     # GPT-2 on a CPU: depth 2-6, width 64-256, heads of width 16-64, context 128-256 tokens,
     # GPT-2's vocabulary (the text tasks' tokenizer).
     "gpt2-cpu": LibraryPreset(
@@ -105,6 +180,26 @@ class ModelLibrary:
     def max_width(self) -> int:
         return max(_width(spec) for spec in self.train + self.held_out)
 
+    def sampling_weights(self) -> torch.Tensor | None:
+        """Probabilities ``(len(train),)`` of drawing each training architecture, ``~
+        cost^-cost_power`` with cost the parameters times the sequence length (about a step's
+        work); None when the preset draws uniformly."""
+        power = PRESETS[self.name].cost_power
+        if not power:
+            return None
+        cost = torch.tensor(
+            [float(training_cost(spec)) for spec in self.train], dtype=torch.float64
+        )
+        weights = cost.pow(-power)
+        return weights / weights.sum()
+
+
+def training_cost(spec: ViTSpec | GPT2Spec) -> int:
+    """Parameters times tokens per example: what a training step through ``spec`` costs, up to
+    a constant."""
+    tokens = spec.num_tokens if isinstance(spec, ViTSpec) else spec.n_positions
+    return spec.num_params() * tokens
+
 
 def _width(spec: ViTSpec | GPT2Spec) -> int:
     return spec.embed_dim if isinstance(spec, ViTSpec) else spec.n_embd
@@ -126,8 +221,14 @@ def _candidates(preset: LibraryPreset) -> list[tuple[int, int]]:
 
 
 def _make(
-    preset: LibraryPreset, depth: int, width: int, heads: int, mlp_ratio: float, positions: int
-):
+    preset: LibraryPreset,
+    depth: int,
+    width: int,
+    heads: int,
+    mlp_ratio: float,
+    positions: int,
+    image_format: InputFormat | None,
+) -> ViTSpec | GPT2Spec:
     if preset.family == "gpt2":
         return GPT2Spec(
             n_layer=depth,
@@ -136,14 +237,15 @@ def _make(
             vocab_size=preset.vocab_size,
             n_positions=positions,
         )
+    assert image_format is not None
     return ViTSpec(
         depth=depth,
         embed_dim=width,
         num_heads=heads,
         mlp_ratio=mlp_ratio,
-        patch_size=preset.patch_size,
-        img_size=preset.img_size,
-        in_chans=preset.in_chans,
+        patch_size=image_format.patch_size,
+        img_size=image_format.img_size,
+        in_chans=image_format.in_chans,
         num_classes=PLACEHOLDER_CLASSES,
     )
 
@@ -155,6 +257,7 @@ def build_library(name: str, seed: int = 0) -> ModelLibrary:
         raise KeyError(f"unknown model library {name!r}; choose from {sorted(PRESETS)}")
     preset = PRESETS[name]
     rng = random.Random(f"{name}:{seed}")
+    formats = preset.formats if preset.family == "vit" else (None,)
     options = []
     for depth, width in _candidates(preset):
         low, high = preset.head_dims
@@ -162,12 +265,16 @@ def build_library(name: str, seed: int = 0) -> ModelLibrary:
             if width % heads == 0 and low <= width // heads <= high:
                 for ratio in preset.mlp_ratios:
                     for positions in preset.positions or (preset.n_positions,):
-                        options.append((depth, width, heads, ratio, positions))
+                        for image_format in formats:
+                            options.append((depth, width, heads, ratio, positions, image_format))
     if not options:
         raise ValueError(f"library {name!r} has no valid architecture")
     rng.shuffle(options)
     specs = [_make(preset, *option) for option in options[: preset.size]]
     specs.sort(key=lambda s: s.canonical_json())
     train = tuple(s for s in specs if not is_held_out(s))
-    held_out = tuple(s for s in specs if is_held_out(s))
+    held_out = tuple(s for s in specs if is_held_out(s)) + tuple(
+        spec_from_timm_name(model).model_copy(update={"num_classes": PLACEHOLDER_CLASSES})
+        for model in preset.held_out_models
+    )
     return ModelLibrary(name, train, held_out)

@@ -336,7 +336,12 @@ def register(commands: argparse._SubParsersAction) -> None:
             default=None,
             help="decoder: ours, GHN-3 tiling or LoGAH low-rank",
         )
-        sub.add_argument("--library", default=None, help="cpu, cpu-plus (TAL+), vits-1k, ...")
+        sub.add_argument(
+            "--library",
+            default=None,
+            help="cpu, cpu-plus (TAL+), cpu-scales (up to ViT-S, 32-96 px, grey and RGB), "
+            "vits-1k, ...",
+        )
         sub.add_argument("--meta-batch", type=int, default=None)
         sub.add_argument("--lr", type=float, default=None)
         sub.add_argument(

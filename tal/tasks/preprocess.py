@@ -93,6 +93,14 @@ def resize_square(images: torch.Tensor, image_size: int) -> torch.Tensor:
     )
 
 
+def to_input_format(images: torch.Tensor, image_size: int, in_chans: int) -> torch.Tensor:
+    """``(N, C, H, W)`` images as a ViT of another input format takes them: resized
+    (:func:`resize_square`), then channels converted (:func:`convert_channels`), giving
+    ``(N, in_chans, image_size, image_size)``; images already in that format are returned as
+    they are."""
+    return convert_channels(resize_square(images, image_size), in_chans)
+
+
 def compute_norm_stats(images: torch.Tensor) -> NormStats:
     """Per-channel mean and std of ``(N, C, H, W)`` images in [0, 1] (computed in float64)."""
     if images.ndim != 4 or images.shape[0] == 0:

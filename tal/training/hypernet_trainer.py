@@ -32,6 +32,7 @@ from tal.arch.specs import ViTSpec
 from tal.arch.target_models import build_model
 from tal.checkpoints.learngene import Learngene
 from tal.hypernet import TALHypernet, preset
+from tal.tasks.preprocess import to_input_format
 from tal.training.ancestry_trainer import load_ancestry_artifacts
 from tal.training.config import ConfigError, HypernetTrainConfig
 from tal.training.data import SuiteData, step_generator
@@ -78,6 +79,13 @@ def distillation_loss(
         )
         * temperature**2
     )
+
+
+def as_input_of(spec: ViTSpec, images: torch.Tensor) -> torch.Tensor:
+    """The suite's ``(B, C, H, W)`` images in ``spec``'s input format (resized, grey repeated
+    to RGB); unchanged when the spec takes them as they are. The ancestry sees them as stored,
+    so the task, not one input format, is what the hypernetwork learns."""
+    return to_input_format(images, spec.img_size, spec.in_chans)
 
 
 def predicted_norm(params: dict[str, torch.Tensor], spec: ViTSpec) -> torch.Tensor:
@@ -201,15 +209,13 @@ class HypernetTrainer(TrainLoop):
         teacher = self._teacher(task, images) if self.config.distill_weight else None
         arch_step = 1 if self.config.overfit_batch else step
         arch_gen = step_generator(self.config.seed, arch_step, ARCH_STREAM)
-        picks = torch.randint(
-            len(self.library.train), (self.config.meta_batch,), generator=arch_gen
-        ).tolist()
+        picks = self.draw_architectures(arch_gen)
         total = 0.0
         for slot in range(self.dist.rank, self.config.meta_batch, self.dist.world_size):
             spec = self.library.train[picks[slot]].model_copy(update={"num_classes": num_classes})
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 params = self.hypernet(spec, self._task(task), "timm")
-                features, logits = self._model(spec).run(params, images)
+                features, logits = self._model(spec).run(params, as_input_of(spec, images))
                 loss = self.config.ce_weight * F.cross_entropy(
                     logits.float(), labels, label_smoothing=self.config.label_smoothing
                 )
@@ -221,6 +227,15 @@ class HypernetTrainer(TrainLoop):
             (loss / self.config.meta_batch).backward()
             total += loss.item() / self.config.meta_batch
         return total
+
+    def draw_architectures(self, generator: torch.Generator) -> list[int]:
+        """Indices of a step's ``meta_batch`` training architectures: uniform, or weighted by
+        the library's cost rule (:meth:`ModelLibrary.sampling_weights`)."""
+        weights = self.library.sampling_weights()
+        size = self.config.meta_batch
+        if weights is None:
+            return torch.randint(len(self.library.train), (size,), generator=generator).tolist()
+        return torch.multinomial(weights, size, replacement=True, generator=generator).tolist()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -235,7 +250,7 @@ class HypernetTrainer(TrainLoop):
                 model = self._model(spec)
                 logits = torch.cat(
                     [
-                        model.run(params, batch.to(self.dist.device))[1].cpu()
+                        model.run(params, as_input_of(spec, batch.to(self.dist.device)))[1].cpu()
                         for batch in data.images.split(EVAL_BATCH)
                     ]
                 )

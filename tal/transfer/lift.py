@@ -1,14 +1,14 @@
 """Reach: a learngene's prediction carried to ViTs outside the range it was trained on.
 
 A learngene trains on one model library (``tal.arch.libraries``): depths and widths within
-its width rules, head widths and MLP ratios within bounds, one input format (image size, patch
+its width rules, head widths and MLP ratios within bounds, its input formats (image size, patch
 size, channels). Inside that range the hypernetwork's prediction is served as it is. Outside
 it the decoder extrapolates, and its weights were measured at chance (a ViT-S-width model at
 64 px RGB: 13% on Fashion-MNIST, timm's init 14%; docs/user_scale.md).
 
 So for a target outside the range the learngene predicts its **proxy**, the target projected
 into the range (:meth:`TrainedRange.proxy`: depth and width clamped to the library's rules, the
-head width kept as near the target's as the range allows, the library's input format), and
+head width kept as near the target's as the range allows, the nearest trained input format), and
 the proxy's weights are **lifted** to the target by the FRONT-style DCT transfer
 (:mod:`tal.transfer.dct_transfer`): every width axis keeps its low frequencies, the proxy's
 blocks come first and the blocks past its depth start as identity maps, the patch kernel is
@@ -32,6 +32,7 @@ into its output. :func:`lift` is the same on whole state dicts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ import torch
 
 from tal.arch.formats import ExportPiece, ExportPlan, export_plan
 from tal.arch.graph import ParamSlot, build_graph
-from tal.arch.libraries import PRESETS, LibraryPreset
+from tal.arch.libraries import PRESETS, InputFormat, LibraryPreset
 from tal.arch.specs import ViTSpec
 from tal.hypernet.decoder import LowRankMatrix
 
@@ -72,21 +73,19 @@ class DepthWidths:
 
 @dataclass(frozen=True)
 class TrainedRange:
-    """The ViT shapes and input format a learngene's model library covers.
+    """The ViT shapes and input formats a learngene's model library covers.
 
     Attributes:
         widths: per depth band, the trained widths (a library's width rules).
         head_dims: ``(min, max)`` width per attention head.
         mlp_ratios: ``(min, max)`` MLP ratio.
-        img_size, patch_size, in_chans: the one input format of the library.
+        formats: the library's input formats (image size, patch size, channels).
     """
 
     widths: tuple[DepthWidths, ...]
     head_dims: tuple[int, int]
     mlp_ratios: tuple[float, float]
-    img_size: int
-    patch_size: int
-    in_chans: int
+    formats: tuple[InputFormat, ...]
 
     @classmethod
     def of_library(cls, preset: LibraryPreset) -> TrainedRange:
@@ -99,10 +98,23 @@ class TrainedRange:
             ),
             head_dims=preset.head_dims,
             mlp_ratios=(min(preset.mlp_ratios), max(preset.mlp_ratios)),
-            img_size=preset.img_size,
-            patch_size=preset.patch_size,
-            in_chans=preset.in_chans,
+            formats=preset.formats,
         )
+
+    def nearest_format(self, target: ViTSpec) -> InputFormat:
+        """The trained format nearest ``target``'s: its channel count if trained, then the
+        nearest patch grid (patches per side, the token layout the blocks see), then the nearest
+        image size (both on a log scale)."""
+        grid = target.img_size // target.patch_size
+
+        def distance(fmt: InputFormat) -> tuple[bool, float, float]:
+            return (
+                fmt.in_chans != target.in_chans,
+                abs(math.log(fmt.img_size // fmt.patch_size / grid)),
+                abs(math.log(fmt.img_size / target.img_size)),
+            )
+
+        return min(self.formats, key=distance)
 
     @classmethod
     def of_manifest(cls, manifest: Mapping[str, object]) -> TrainedRange | None:
@@ -120,8 +132,9 @@ class TrainedRange:
     def proxy(self, target: ViTSpec) -> ViTSpec:
         """The spec in this range nearest ``target``: depth, then width for that depth, clamped
         to the rules; the head count whose head width is nearest the target's; MLP ratio
-        clamped; the library's input format, a class token and qkv biases. Classes and the norm
-        epsilon are the target's."""
+        clamped; the nearest trained input format (:meth:`nearest_format`), a class token and
+        qkv biases. Classes and the norm epsilon are the target's."""
+        image_format = self.nearest_format(target)
         min_depth = min(band.min_depth for band in self.widths)
         max_depth = max(band.max_depth for band in self.widths)
         depth = min(max(target.depth, min_depth), max_depth)
@@ -142,9 +155,9 @@ class TrainedRange:
                 "embed_dim": width,
                 "num_heads": heads,
                 "mlp_ratio": min(max(target.mlp_ratio, self.mlp_ratios[0]), self.mlp_ratios[1]),
-                "img_size": self.img_size,
-                "patch_size": self.patch_size,
-                "in_chans": self.in_chans,
+                "img_size": image_format.img_size,
+                "patch_size": image_format.patch_size,
+                "in_chans": image_format.in_chans,
                 "class_token": True,
                 "qkv_bias": True,
             }

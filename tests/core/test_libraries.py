@@ -1,4 +1,7 @@
-from tal.arch.libraries import PRESETS, build_library, is_held_out
+import torch
+
+from tal.arch.libraries import PRESETS, InputFormat, build_library, is_held_out, training_cost
+from tal.arch.parse import PLAIN_VIT_NAMES, spec_from_timm_name
 from tal.arch.specs import ViTSpec
 
 
@@ -32,5 +35,38 @@ def test_gpt_library_and_cpu_presets():
     for name in ("cpu", "cpu-plus"):
         preset = PRESETS[name]
         library = build_library(name)
-        assert all(s.img_size == preset.img_size == 32 for s in library.train)
+        assert preset.formats == (InputFormat(32, 8, 1),)
+        assert all((s.img_size, s.patch_size, s.in_chans) == (32, 8, 1) for s in library.train)
+        assert library.sampling_weights() is None  # drawn uniformly, as the shipped recipe
     assert build_library("cpu-plus").max_width > build_library("cpu").max_width
+
+
+def test_scales_library_covers_the_shapes_and_formats_users_request():
+    """Width up to ViT-S's, depth up to 12, 32-96 px, patch 8 and 16, grey and RGB, at most 64
+    patches; timm's ViT-Ti/S/B held out at 224 px; none of them trained."""
+    library = build_library("cpu-scales")
+    train = library.train
+    assert max(s.embed_dim for s in train) == 384 and max(s.depth for s in train) == 12
+    assert any(s.depth == 12 and s.embed_dim == 384 for s in train)
+    formats = {(s.img_size, s.patch_size, s.in_chans) for s in train}
+    assert {size for size, _, _ in formats} == {32, 48, 64, 96}
+    assert {patch for _, patch, _ in formats} == {8, 16}
+    assert {chans for _, _, chans in formats} == {1, 3}
+    assert all(s.num_patches <= 64 and s.embed_dim % s.num_heads == 0 for s in train)
+    held_out = {s.canonical_json() for s in library.held_out}
+    for name in PLAIN_VIT_NAMES:
+        timm_shape = spec_from_timm_name(name).model_copy(update={"num_classes": 10})
+        assert timm_shape.canonical_json() in held_out and timm_shape not in train
+    assert not held_out & {s.canonical_json() for s in train}
+
+
+def test_scales_library_draws_cheap_architectures_more_often():
+    library = build_library("cpu-scales")
+    weights = library.sampling_weights()
+    assert weights.shape == (len(library.train),)
+    assert torch.isclose(weights.sum(), torch.tensor(1.0, dtype=weights.dtype))
+    costs = torch.tensor([float(training_cost(s)) for s in library.train])
+    cheapest, dearest = int(costs.argmin()), int(costs.argmax())
+    assert weights[cheapest] > weights[dearest]
+    expected_cost = float((weights * costs.double()).sum())
+    assert expected_cost < float(costs.mean())  # cheaper per step than uniform draws

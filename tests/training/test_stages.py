@@ -20,8 +20,14 @@ from tal.checkpoints.learngene import Learngene
 from tal.checkpoints.store import StoreError
 from tal.training.ancestry_trainer import import_ancestry_artifacts, load_ancestry_artifacts
 from tal.training.config import ConfigError, HypernetTrainConfig, OptimConfig, load_config
+from tal.training.data import step_generator
 from tal.training.distributed import DistInfo
-from tal.training.hypernet_trainer import HypernetTrainer, distillation_loss
+from tal.training.hypernet_trainer import (
+    ARCH_STREAM,
+    HypernetTrainer,
+    as_input_of,
+    distillation_loss,
+)
 from tal.training.schedule import LossGuard, TrainingDiverged
 
 DATA_LIMIT = 64  # as tests/training/conftest.py
@@ -99,6 +105,40 @@ def test_stage1_then_stage2_learn_and_export(run_copy, tmp_path):
     plain = learngene.predict(spec)["head.weight"]
     assert not torch.equal(learngene.predict(spec, task="glyphs_greek")["head.weight"], plain)
     check_ancestry_import(tmp_path / "store" / "tiny" / "1", run_copy, tmp_path / "reused")
+
+
+def test_stage1_on_the_scales_library_feeds_each_architecture_its_format(run_copy):
+    """Mixed widths, depths and input formats in one run: each architecture gets the suite's
+    images resized and in its channels, and the loss still falls."""
+    trainer = HypernetTrainer(
+        tiny_stage_config(run_copy, library="cpu-scales", meta_batch=2, steps=8), CPU, DATA_LIMIT
+    )
+    generator = step_generator(trainer.config.seed, 1, ARCH_STREAM)
+    picked = [trainer.library.train[i] for i in trainer.draw_architectures(generator)]
+    metrics = trainer.run()
+    values = losses(run_copy, "stage1")
+    assert values[-1] < values[0]
+    assert 0.0 <= metrics["heldout_acc_mean"] <= 1.0
+    images = torch.randn(3, 1, 32, 32)
+    for spec in picked:
+        shaped = as_input_of(spec, images)
+        assert shaped.shape == (3, spec.in_chans, spec.img_size, spec.img_size)
+    assert (
+        as_input_of(
+            picked[0].model_copy(update={"img_size": 32, "in_chans": 1, "patch_size": 8}), images
+        )
+        is images
+    )
+    draws = trainer.draw_architectures(step_generator(0, 2, ARCH_STREAM))
+    formats = {
+        (s.img_size, s.in_chans)
+        for step in range(1, 40)
+        for s in (
+            trainer.library.train[i]
+            for i in trainer.draw_architectures(step_generator(0, step, ARCH_STREAM))
+        )
+    }
+    assert len(draws) == 2 and len(formats) > 4
 
 
 def check_ancestry_import(version_dir, original_run, new_run):

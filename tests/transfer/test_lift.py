@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tal.arch.libraries import PRESETS, build_library
+from tal.arch.parse import parse_arch
 from tal.arch.specs import GPT2Spec, ViTSpec
 from tal.arch.target_models import build_model
 from tal.blobs.reader import read_state_dict
@@ -75,6 +76,20 @@ def test_proxies_lie_in_the_range(name: str) -> None:
     assert low <= proxy.embed_dim // proxy.num_heads <= high
     assert CPU_RANGE.contains(proxy)
     assert CPU_RANGE.proxy(proxy) == proxy
+
+
+def test_a_multi_format_range_serves_its_formats_and_lifts_to_the_nearest() -> None:
+    """The scales library trains ViT-S-width models at 64 px RGB: served as they are. timm's
+    ViT-S at 224 px takes the trained format of the nearest patch grid, in RGB."""
+    scales = TrainedRange.of_library(PRESETS["cpu-scales"])
+    assert scales.contains(VIT_S_64_RGB)
+    library = build_library("cpu-scales")
+    assert all(scales.contains(spec) for spec in library.train)
+    proxy = scales.proxy(parse_arch("vit_small_patch16_224"))
+    assert (proxy.depth, proxy.embed_dim, proxy.num_heads) == (12, 384, 6)
+    assert (proxy.img_size, proxy.patch_size, proxy.in_chans) == (64, 8, 3)
+    grey = scales.proxy(VIT_S_64_RGB.model_copy(update={"in_chans": 1, "img_size": 80}))
+    assert (grey.img_size, grey.patch_size, grey.in_chans) == (96, 16, 1)
 
 
 def test_gpt2_library_has_no_vit_range() -> None:
