@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -277,7 +278,7 @@ def _measure_method(
     }
 
 
-MEASURES_FILE = "measures.json"  # in the run folder: each method's measures, as taken
+MEASURES_DIR = "measures"  # in the run folder: one file of measures per method, as taken
 
 
 def measurement_key(config: TextEvalConfig) -> str:
@@ -303,21 +304,32 @@ def method_key(method: str, learngene: Learngene | None) -> str:
     return f"{method}@{digest.hexdigest()[:16]}"
 
 
-def _kept_measures(path: Path, key: str) -> dict[str, Any]:
-    """The methods measured by an earlier run with the same budgets (none if they differ)."""
+def _kept_measures(folder: Path, entry: str, key: str) -> dict[str, Any] | None:
+    """A method's measures from an earlier run with the same budgets, or None."""
+    path = folder / f"{entry}.json"
     if not path.exists():
-        return {}
+        return None
     saved = json.loads(path.read_text())
-    return saved.get("methods", {}) if saved.get("key") == key else {}
+    return saved["measures"] if saved.get("key") == key else None
+
+
+def _keep_measures(folder: Path, entry: str, key: str, measures: dict[str, Any]) -> None:
+    """Writes a method's measures whole (a temporary file renamed), so runs measuring other
+    methods in the same folder at the same time never see a partial file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".{entry}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps({"key": key, "measures": measures}))
+    temporary.replace(folder / f"{entry}.json")
 
 
 def run_text_evaluation(config: TextEvalConfig, dist: DistInfo) -> dict[str, Any]:
     """Everything the text report shows, as plain data (also written to text_results.json).
 
-    Each method's measures are kept in the run folder (:data:`MEASURES_FILE`) as soon as they
-    are taken, by :func:`method_key`; a run with the same budgets (:func:`measurement_key`)
-    takes them from there instead of measuring again, so an interrupted evaluation resumes
-    and a new shipped checkpoint is measured alone."""
+    Each method's measures are kept in the run folder (:data:`MEASURES_DIR`, a file per
+    :func:`method_key`) as soon as they are taken; a run with the same budgets
+    (:func:`measurement_key`) takes them from there instead of measuring again, so an
+    interrupted evaluation resumes, a new shipped checkpoint is measured alone, and runs
+    measuring different methods can share the folder."""
     _, _, text_summary = load_text_ancestry_artifacts(config.ancestry_run)
     trained, training_seconds = train_text_methods(config, dist)
     learngenes: dict[str, Learngene | None] = {HF_INIT: None, **trained}
@@ -325,16 +337,15 @@ def run_text_evaluation(config: TextEvalConfig, dist: DistInfo) -> dict[str, Any
         learngenes[SHIPPED] = load_shipped(config.shipped)
     inputs = _Inputs.draw(config)
     key = measurement_key(config)
-    kept_path = config.run_dir / MEASURES_FILE
-    kept = _kept_measures(kept_path, key)
+    folder = config.run_dir / MEASURES_DIR
     per_method = {}
     for method, learngene in learngenes.items():
         entry = method_key(method, learngene)
-        if entry not in kept:
-            kept[entry] = _measure_method(learngene, inputs, config)
-            kept_path.parent.mkdir(parents=True, exist_ok=True)
-            kept_path.write_text(json.dumps({"key": key, "methods": kept}))
-        per_method[method] = kept[entry]
+        measures = _kept_measures(folder, entry, key)
+        if measures is None:
+            measures = _measure_method(learngene, inputs, config)
+            _keep_measures(folder, entry, key, measures)
+        per_method[method] = measures
 
     return {
         "config": config.model_dump(mode="json"),

@@ -16,7 +16,7 @@ from tal.arch.target_models import build_model
 from tal.checkpoints.learngene import Learngene
 from tal.evaluation.foreign_text import BYTE_VOCAB, foreign_splits, foreign_text
 from tal.evaluation.text import (
-    MEASURES_FILE,
+    MEASURES_DIR,
     measurement_key,
     method_key,
     text_eval_architectures,
@@ -95,12 +95,12 @@ def test_text_eval_quick_writes_a_well_formed_report(tmp_path):
     )
     assert rerender.returncode == 0 and (docs / "text_results.md").read_text() == markdown
     # a second run takes every method's measures from the run folder instead of measuring
-    kept = tmp_path / "eval" / MEASURES_FILE
-    kept_before = kept.read_text()
-    assert len(json.loads(kept_before)["methods"]) == len(methods)
+    kept = sorted((tmp_path / "eval" / MEASURES_DIR).iterdir())
+    assert len(kept) == len(methods)
+    kept_before = {path: (path.stat().st_mtime_ns, path.read_text()) for path in kept}
     again = subprocess.run(command, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert kept.read_text() == kept_before
+    assert {path: (path.stat().st_mtime_ns, path.read_text()) for path in kept} == kept_before
     rerun = json.loads((docs / "text_results.json").read_text())
     for part in ("untrained", "finetune", "foreign_text"):
         assert rerun[part] == results[part]
