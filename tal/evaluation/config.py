@@ -14,7 +14,9 @@ from tal.training.recipe import CPU_RECIPE, DistillTarget
 
 RANDOM_INIT = "random"  # the baseline: timm's default initialisation, fine-tuned as it is
 UnseenHead = Literal["predicted", "discriminant"]
-METHODS = (RANDOM_INIT, "ghn3", "logah", "tal", "tal+")
+# Training-free starts carried from the ancestry's trained weights (tal.transfer)
+TRANSFERS = ("weight_selection", "dct")
+METHODS = (RANDOM_INIT, *TRANSFERS, "ghn3", "logah", "tal", "tal+")
 
 
 class EvalConfig(BaseModel):
@@ -77,6 +79,13 @@ class EvalConfig(BaseModel):
         "method gets it (the predicted head's accuracy is kept beside it); fine-tuned, every "
         "method but random init, which starts from timm's default as it is",
     )
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> EvalConfig:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        return self
 
     @model_validator(mode="after")
     def _warmup_leaves_epochs(self) -> EvalConfig:

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from pydantic import ValidationError
 
+from tal.evaluation.config import TRANSFERS
 from tal.evaluation.schema import EvalResults
 from tal.evaluation.stats import epochs_to_reach, paired_t_test, summarize
 from tal.evaluation.user_scale_report import kept_block
@@ -146,6 +147,7 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
             f"{t} {gap:+.1f}" for t, gap in gaps.items()
         )
         verdicts["final accuracy never below random"] = (min(gaps.values()) >= 0, detail)
+    verdicts.update(_above_transfers(mean_untrained, final, ft_tasks))
     return {
         "mean_untrained": mean_untrained,
         "unseen_task": _unseen_task_figures(results, by_task, final),
@@ -154,6 +156,22 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
         "epochs_to_random_final": reach,
         "verdicts": verdicts,
     }
+
+
+def _above_transfers(
+    mean_untrained: dict[str, float], final: dict, ft_tasks: list[str]
+) -> dict[str, tuple[bool, str]]:
+    """TAL against each training-free transfer of the ancestry the run measured: mean
+    untrained accuracy, and mean final fine-tuned accuracy over the fine-tuned tasks."""
+    verdicts = {}
+    for transfer in (t for t in TRANSFERS if t in mean_untrained and "tal" in mean_untrained):
+        margin = PERCENT * (mean_untrained["tal"] - mean_untrained[transfer])
+        verdicts[f"untrained TAL above {transfer}"] = (margin > 0, f"{margin:+.1f} points")
+        if "tal" in final and transfer in final and ft_tasks:
+            gaps = [final["tal"][t]["mean"] - final[transfer][t]["mean"] for t in ft_tasks]
+            detail = f"{PERCENT * sum(gaps) / len(gaps):+.1f} points (mean over tasks)"
+            verdicts[f"fine-tuned TAL above {transfer}"] = (sum(gaps) > 0, detail)
+    return verdicts
 
 
 def _unseen_task_figures(

@@ -1,8 +1,10 @@
 """Trains (or resumes) every method on the same library, data and budget, then measures.
 
-Methods: ``random`` (timm's default init), ``ghn3`` and ``logah`` (their decoders, cross-entropy
-only, no task conditioning), ``tal`` and ``tal+`` (ours, distillation and task conditioning; TAL+
-on the larger library). Every learned method runs stage 1 then stage 2 with the same steps.
+Methods: ``random`` (timm's default init), ``weight_selection`` and ``dct`` (training-free:
+the ancestry's trained weights carried to each architecture, ``tal.transfer``), ``ghn3`` and
+``logah`` (their decoders, cross-entropy only, no task conditioning), ``tal`` and ``tal+`` (ours,
+distillation and task conditioning; TAL+ on the larger library). Every learned method runs
+stage 1 then stage 2 with the same steps.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tal.arch.target_models import build_model
 from tal.checkpoints.ancestry import Ancestry
 from tal.checkpoints.learngene import Learngene
 from tal.checkpoints.provenance import describe_environment
-from tal.evaluation.config import RANDOM_INIT, EvalConfig
+from tal.evaluation.config import RANDOM_INIT, TRANSFERS, EvalConfig
 from tal.evaluation.finetune import accuracy, finetune
 from tal.evaluation.schema import EvalResults, FinetuneResults
 from tal.heads.discriminant import fit_discriminant_head
@@ -120,7 +122,7 @@ def train_methods(
     learngenes: dict[str, Learngene] = {}
     training_seconds: dict[str, float] = {}
     for method in config.methods:
-        if method != RANDOM_INIT:
+        if method in RECIPES:
             learngenes[method], training_seconds[method] = _train_method(method, config, dist)
     return learngenes, training_seconds
 
@@ -151,13 +153,23 @@ def ancestry_test_accuracy(ancestry: Ancestry, test: dict[str, TaskData]) -> dic
 
 
 def initial_model(
-    learngene: Learngene | None, spec: ViTSpec, task: str, seed: int
+    method: str,
+    learngene: Learngene | None,
+    ancestry: Ancestry,
+    spec: ViTSpec,
+    task: str,
+    seed: int,
 ) -> torch.nn.Module:
-    """A timm model of ``spec`` with ``learngene``'s predicted weights for ``task`` (task
-    conditioned when the hypernetwork is), or timm's own init seeded by ``seed`` when None."""
+    """A timm model of ``spec`` as ``method`` starts it for ``task``: ``learngene``'s predicted
+    weights (task conditioned when the hypernetwork is), the ancestry's weights transferred
+    (``TRANSFERS``; its head rows for a task it learned), or timm's own init seeded by
+    ``seed``."""
     torch.manual_seed(seed)
     model = build_model(spec, "timm")
-    if learngene is not None:
+    if method in TRANSFERS:
+        head_task = task if task in ancestry.task_offsets else None
+        model.load_state_dict(ancestry.transfer(spec, method, head_task, seed), strict=True)
+    elif learngene is not None:
         task_input = task if learngene.hypernet.config.encoder.task_conditioning else None
         model.load_state_dict(learngene.predict(spec, task=task_input), strict=True)
     return model
@@ -176,8 +188,13 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
     """Everything the report shows, as plain data (also written to results.json)."""
     ancestry, _, ancestry_summary = load_ancestry_artifacts(config.ancestry_run)
     trained, training_seconds = train_methods(config, dist)
-    learngenes: dict[str, Learngene | None] = {RANDOM_INIT: None, **trained}  # the reference
-    training_seconds = {RANDOM_INIT: 0.0, **training_seconds}
+    free = [m for m in config.methods if m in TRANSFERS]  # nothing to train
+    learngenes: dict[str, Learngene | None] = {
+        RANDOM_INIT: None,  # the reference
+        **dict.fromkeys(free),
+        **trained,
+    }
+    training_seconds = {RANDOM_INIT: 0.0, **dict.fromkeys(free, 0.0), **training_seconds}
     # The 32x32 grey tasks the learngenes were trained and are evaluated on.
     tasks = [t.name for t in list_tasks(image_size=SUITE_IMAGE_SIZE, in_chans=SUITE_IN_CHANS)]
     unseen = held_out_task().name
@@ -193,7 +210,7 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
             untrained[method][task] = {}
             for arch_name, base in archs.items():
                 spec = base.model_copy(update={"num_classes": test[task].num_classes})
-                model = initial_model(learngene, spec, task, seed=0)
+                model = initial_model(method, learngene, ancestry, spec, task, seed=0)
                 if task == unseen and support is not None:
                     predicted = accuracy(model, test[task])
                     unseen_predicted_head.setdefault(method, {})[arch_name] = predicted
@@ -221,7 +238,7 @@ def run_evaluation(config: EvalConfig, dist: DistInfo) -> dict[str, Any]:
         for method, learngene in learngenes.items():
             for seed in config.seeds:
                 spec = spec_base.model_copy(update={"num_classes": train.num_classes})
-                model = initial_model(learngene, spec, task, seed)
+                model = initial_model(method, learngene, ancestry, spec, task, seed)
                 head_fit = None
                 if task == unseen and support is not None and method != RANDOM_INIT:
                     head_fit = fit_discriminant_head(model, support.images, support.labels)

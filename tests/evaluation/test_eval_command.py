@@ -70,8 +70,13 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
     )
     assert set(results["ancestry_test_accuracy"]) == ancestry_tasks
     assert all(0.0 <= acc <= 1.0 for acc in results["ancestry_test_accuracy"].values())
-    methods = {"random", "ghn3", "logah", "tal", "tal+"}
+    methods = {"random", "weight_selection", "dct", "ghn3", "logah", "tal", "tal+"}
     assert set(results["untrained_accuracy"]) == methods
+    assert results["training_seconds"]["dct"] == results["training_seconds"]["random"] == 0.0
+    verdicts = results["derived"]["verdicts"]
+    for transfer in ("weight_selection", "dct"):
+        assert f"untrained TAL above {transfer}" in verdicts
+        assert f"fine-tuned TAL above {transfer}" in verdicts
     assert set(results["architectures"]) == {"small", "medium", "largest", "deeper"}
     assert results["config"]["stage2_task_temperature"] == CPU_RECIPE.stage2_task_temperature
     assert results["config"]["stage2_distillation"] == CPU_RECIPE.stage2_distillation

@@ -4,7 +4,7 @@ names in stage 2; and which methods have their head calibrated before fine-tunin
 
 import pytest
 
-from tal.evaluation.config import RANDOM_INIT, EvalConfig
+from tal.evaluation.config import RANDOM_INIT, TRANSFERS, EvalConfig
 from tal.evaluation.runner import RECIPES
 from tal.training.config import HypernetTrainConfig
 from tal.training.recipe import CPU_RECIPE
@@ -49,3 +49,9 @@ def test_only_predicted_heads_are_calibrated_before_fine_tuning(calibrate):
         assert config.recipe_for(method) == config.recipe
         assert config.recipe_for(method).calibrate_head is calibrate
     assert config.recipe_for(RANDOM_INIT).epochs == config.recipe.epochs
+
+
+def test_an_unknown_method_is_refused_and_transfers_need_no_training():
+    with pytest.raises(ValueError, match="unknown methods"):
+        EvalConfig(methods=("random", "ws"))
+    assert set(TRANSFERS) <= set(EvalConfig().methods) and not set(TRANSFERS) & set(RECIPES)
