@@ -109,6 +109,8 @@ def _cmd_ancestry(args: argparse.Namespace) -> int:
     from tal.training.distributed import init_distributed
     from tal.training.text_ancestry_trainer import TextAncestryTrainer
 
+    if args.ancestry_from is not None:
+        return _copy_ancestries(args)
     dist = init_distributed()
     results = {}
     if args.modality in ("image", "both"):
@@ -128,6 +130,26 @@ def _cmd_ancestry(args: argparse.Namespace) -> int:
         results["text_ancestry"] = trainer.run_and_export()
     if dist.is_main:
         print(json.dumps(results, indent=2))
+    return 0
+
+
+def _copy_ancestries(args: argparse.Namespace) -> int:
+    """``tal train ancestry --ancestry-from NAME:VERSION``: that store version's ancestries
+    (``--modality``) and task embeddings written into the run folder, with no training, as
+    the evaluations and the hypernetwork stages read them."""
+    from tal.checkpoints.store import resolve
+    from tal.training.ancestry_trainer import import_ancestry_artifacts
+    from tal.training.config import AncestryTrainConfig
+    from tal.training.text_ancestry_trainer import import_text_ancestry_artifacts
+
+    source = resolve(*args.ancestry_from, root=args.store)
+    run_dir = args.run_dir or AncestryTrainConfig().run_dir
+    results = {}
+    if args.modality in ("image", "both"):
+        results["ancestry"] = import_ancestry_artifacts(source, run_dir)
+    if args.modality in ("text", "both"):
+        results["text_ancestry"] = import_text_ancestry_artifacts(source, run_dir)
+    print(json.dumps(results, indent=2))
     return 0
 
 
@@ -322,6 +344,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     ancestry.add_argument("--embed-dim", type=int, default=None)
     ancestry.add_argument("--num-heads", type=int, default=None)
     ancestry.add_argument("--patch-size", type=int, default=None)
+    ancestry.add_argument(
+        "--ancestry-from",
+        type=_export_target,
+        default=None,
+        metavar="NAME:VERSION",
+        help="copy this store version's ancestries and task embeddings into --run-dir "
+        "instead of training them",
+    )
+    ancestry.add_argument("--store", type=Path, default=None)
     ancestry.set_defaults(func=_run(_cmd_ancestry))
 
     for stage in (1, 2):

@@ -5,6 +5,8 @@ text batches' sampling."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import safetensors.torch
@@ -16,6 +18,7 @@ from tal.arch.target_models import build_model
 from tal.checkpoints.learngene import Learngene
 from tal.checkpoints.text_ancestry import TextAncestry
 from tal.tasks import load_task
+from tal.training.ancestry_trainer import load_ancestry_artifacts
 from tal.training.config import HypernetTrainConfig, OptimConfig
 from tal.training.distributed import DistInfo
 from tal.training.hypernet_trainer import HypernetTrainer
@@ -28,6 +31,7 @@ from tal.training.text_data import sample_lm_positions
 from tal.training.text_hypernet import is_text_step
 
 DATA_LIMIT = 64  # as tests/training/conftest.py
+CLI_TIMEOUT_S = 300
 CPU = DistInfo(rank=0, world_size=1, device=torch.device("cpu"))
 TEXT_TASKS = {
     "fortune_topic",
@@ -132,6 +136,21 @@ def test_mixed_stages_learn_and_export_one_checkpoint_for_both_families(run_copy
     _, imported, again = load_text_ancestry_artifacts(reused)
     assert metrics == summary["metrics"] == again["metrics"]
     assert all(torch.equal(imported[k], original[k]) for k in original)
+
+    # `tal train ancestry --ancestry-from`: both ancestries copied into a run, no training
+    copied = tmp_path / "copied"
+    command = [
+        sys.executable, "-m", "tal.cli", "train", "ancestry", "--ancestry-from", "tiny:1",
+        "--store", str(tmp_path / "store"), "--run-dir", str(copied),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, copied_text, _ = load_text_ancestry_artifacts(copied)
+    assert all(torch.equal(copied_text[k], original[k]) for k in original)
+    assert load_ancestry_artifacts(copied)[0].spec == load_ancestry_artifacts(run_copy)[0].spec
+    command[command.index("tiny:1")] = "tiny:2"
+    missing = subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert missing.returncode == 2 and "tiny" in missing.stderr
 
 
 def test_text_steps_are_spread_evenly_and_fixed_by_the_step():
