@@ -1,0 +1,120 @@
+"""Does training on the ``cpu-scales`` library teach the hypernetwork the shapes users request?
+
+Starts from a stored learngene's hypernetwork (default: the shipped one), trains stage 2 for
+``--steps`` on the ``cpu-scales`` library (depth 2-12, width up to 384, 32-96 px, grey and
+RGB; each architecture fed the suite in its own format, the ancestry's logits distilled as in
+the CPU recipe), then prints the untrained test accuracy of the user-scale ViT-S-width model
+(12 blocks, width 384, patch 16, 64 px RGB) on the tasks the ancestry learned for: the stored
+learngene as served (lifted from its proxy), its hypernetwork's own prediction (unlifted), the
+trained hypernetwork (in its range now: served as predicted), and the ancestry's DCT transfer.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python experiments/does_training_at_user_scale_help.py \
+        --steps 400 --run-dir runs/scales-experiment
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from tal.checkpoints import store
+from tal.checkpoints.learngene import Learngene
+from tal.evaluation.finetune import accuracy
+from tal.evaluation.runner import RECIPES
+from tal.evaluation.user_scale import (
+    ARCHITECTURES,
+    TAL,
+    TAL_UNLIFTED,
+    VIT_S_WIDTH_64_RGB,
+    UserScale,
+    UserScaleConfig,
+)
+from tal.tasks import load_task
+from tal.training.ancestry_trainer import import_ancestry_artifacts
+from tal.training.config import HypernetTrainConfig, OptimConfig
+from tal.training.distributed import init_distributed
+from tal.training.hypernet_trainer import HypernetTrainer
+from tal.training.recipe import CPU_RECIPE
+
+SCALES = "cpu-scales"
+TRAINED = "tal-scales"
+
+
+def train_on_scales(learngene: Learngene, args: argparse.Namespace) -> Learngene:
+    """Stage 2 on the scales library from ``learngene``'s hypernetwork; the trained learngene
+    (its manifest names the scales library, so its range is that library's)."""
+    source = store.resolve(learngene.name, learngene.version)
+    if not (args.run_dir / "ancestry").exists():
+        import_ancestry_artifacts(source, args.run_dir)
+    config = HypernetTrainConfig(
+        stage=2,
+        run_dir=args.run_dir,
+        library=SCALES,
+        steps=args.steps,
+        meta_batch=CPU_RECIPE.meta_batch,
+        batch_size=CPU_RECIPE.batch_size,
+        task_temperature=CPU_RECIPE.stage2_task_temperature,
+        text_library=None,
+        eval_every=args.steps,
+        eval_archs=1,
+        eval_examples=64,
+        optim=OptimConfig(lr=args.lr, warmup_steps=args.steps // 10),
+        **RECIPES["tal"].loss_fields(CPU_RECIPE.stage2_distillation),
+    )
+    trainer = HypernetTrainer(config, init_distributed("cpu"))
+    # the stored weights to start from (a resumed run loads its own state over them)
+    trainer.hypernet.load_state_dict(learngene.hypernet.state_dict(), strict=True)
+    began = time.perf_counter()
+    trainer.run()
+    print(f"trained {args.steps} steps on {SCALES} in {time.perf_counter() - began:.0f} s")
+    return Learngene(
+        trainer.hypernet.eval(),
+        dict(learngene.tasks),
+        name=TRAINED,
+        ancestry=learngene.ancestry,
+        manifest={"library": {"name": SCALES}},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="tal-default:latest")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/scales-experiment"))
+    parser.add_argument("--test-examples", type=int, default=500)
+    args = parser.parse_args()
+    name, _, version = args.checkpoint.partition(":")
+    learngene = Learngene.load(name, version or store.LATEST, device="cpu")
+    trained = train_on_scales(learngene, args)
+    spec = ARCHITECTURES[VIT_S_WIDTH_64_RGB]
+    served = UserScale(learngene, UserScaleConfig())
+    scaled = UserScale(trained, UserScaleConfig())
+    starts = {
+        "dct (ancestry)": (served, "dct"),
+        "served (lifted)": (served, TAL),
+        "served, unlifted": (served, TAL_UNLIFTED),
+        f"trained on {SCALES}": (scaled, TAL),
+    }
+    print(f"proxy of the trained learngene: {trained.proxy(spec)} (None: in its range)")
+    tasks = list(learngene.ancestry.task_offsets)
+    print("| start | " + " | ".join(tasks) + " | mean |")
+    print("| --- " * (len(tasks) + 2) + "|")
+    for label, (scale, method) in starts.items():
+        scores = []
+        for task in tasks:
+            test = load_task(
+                task, "test", limit=args.test_examples, image_size=spec.img_size, in_chans=3
+            )
+            task_spec = spec.model_copy(update={"num_classes": test.num_classes})
+            with torch.no_grad():
+                scores.append(100 * accuracy(scale.model(method, task_spec, task, 0), test))
+        cells = " | ".join(f"{s:.1f}" for s in scores)
+        print(f"| {label} | {cells} | {sum(scores) / len(scores):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
