@@ -66,6 +66,11 @@ def test_predictions_match_the_recorded_reference(learngene, case, dtype):
         if same_kernels:
             assert torch.equal(tensor, expected), name
         else:
-            # float32 that differs in its last bits may round to the neighbouring half value
+            # float32 that differs in its last bits may round to the neighbouring half value;
+            # another summation order errs relative to the tensor's scale, not to an entry
+            # that sums to almost zero, so the absolute tolerance follows the largest entry
             tolerance = max(OTHER_KERNELS_TOLERANCE, torch.finfo(tensor.dtype).eps)
-            torch.testing.assert_close(tensor.float(), expected.float(), rtol=tolerance, atol=1e-7)
+            scale = expected.float().abs().max().item()
+            torch.testing.assert_close(
+                tensor.float(), expected.float(), rtol=tolerance, atol=tolerance * scale
+            )
