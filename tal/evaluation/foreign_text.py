@@ -4,7 +4,8 @@ The text is the licence texts every Debian system ships (``/usr/share/common-lic
 package ``base-files``); no text task reads them. It is cut into rows of ``max_tokens`` tokens,
 once with GPT-2's vocabulary (the served token embedding comes from the text ancestry) and once
 as bytes (vocabulary 257, which the text ancestry's token table does not cover: the served
-token rows are then decoded on rows drawn like the table's, ``tal.hypernet.decoder.rows_like``).
+token rows are then decoded on rows drawn with the table's covariance,
+``tal.hypernet.decoder.rows_like``).
 Every start is trained with the same AdamW recipe on the same rows and scored on held-out
 rows.
 """

@@ -326,7 +326,7 @@ def _foreign_section(results: dict[str, Any]) -> list[str]:
         f"{config['foreign_steps']} AdamW steps (lr 1e-3, 10% warm-up, cosine) on Debian's "
         "licence texts (`/usr/share/common-licenses`), tokenised with GPT-2's vocabulary and as "
         "bytes (vocabulary 257, which the token table does not cover: TAL's token rows are "
-        "then decoded on rows drawn like the table's); "
+        "then decoded on rows drawn with the table's covariance); "
         f"held-out rows' loss in nats per token, mean over seeds {list(config['foreign_seeds'])}.",
         "",
     ]

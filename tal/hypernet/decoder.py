@@ -24,11 +24,11 @@ table ``T (vocab, d)`` instead of ``P(vocab)``: ``W = s * T A R / rms`` (with a 
 logits then live in the ancestry's token space). Without a table (a learngene that never
 learned GPT-2) the whole model is Hugging Face's initialisation, each tensor drawn from a
 generator seeded by its name and shape. For a vocabulary the table does not cover (a foreign
-vocabulary, e.g. bytes) the row basis is rows drawn from the normal with the table rows' mean
-and covariance (:func:`rows_like`, seeded by the vocabulary size), so the blocks see token
-embeddings distributed as those they were trained with: on text no task uses, such a start
-ended 200 steps of training below Hugging Face's init of the whole model, and spread far less
-over seeds (docs/lab/foreign_vocabulary.md).
+vocabulary, e.g. bytes) the row basis is rows drawn from the zero-mean normal with the table
+rows' covariance (:func:`rows_like`, seeded by the vocabulary size), so the blocks see token
+embeddings spread as those they were trained with: on text no task uses, such a start ended 200
+steps of training below Hugging Face's init of the whole model on every seed, and spread far
+less over seeds (docs/lab/foreign_vocabulary.md).
 """
 
 from __future__ import annotations
@@ -116,16 +116,19 @@ def seeded_normal(name: str, rows: int, cols: int, std: float = HF_INIT_STD) -> 
 
 
 def rows_like(table: torch.Tensor, rows: int) -> torch.Tensor:
-    """``(rows, d)`` float32 rows drawn from the normal with the mean and covariance of
+    """``(rows, d)`` float32 rows drawn from the zero-mean normal with the covariance of
     ``table``'s rows ``(vocab, d)``, from a CPU generator seeded by ``rows``: the token basis of
-    a vocabulary the table does not cover, the same for every slot and on every device."""
-    mean = table.double().mean(0)
-    centred = table.double() - mean
+    a vocabulary the table does not cover, the same for every slot and on every device.
+
+    The table's mean row is left out: it is what every GPT-2 token shares, not something a
+    foreign token has; rows drawn around it trained worse on text no task uses
+    (docs/lab/foreign_vocabulary.md)."""
+    centred = table.double() - table.double().mean(0)
     covariance = centred.T @ centred / max(len(table) - 1, 1)
     values, vectors = torch.linalg.eigh(covariance)  # a square root, also for a singular one
     root = (vectors * values.clamp(min=0.0).sqrt()).float().cpu()
     noise = seeded_normal(FOREIGN_TABLE_NAME, rows, table.shape[1], 1.0)
-    return (noise @ root.T).add_(mean.float().cpu()).to(table.device)
+    return (noise @ root.T).to(table.device)
 
 
 def in_threads(work: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
