@@ -244,6 +244,7 @@ def _mixed_steps(args: argparse.Namespace, stage: int) -> dict:
 
 def _cmd_default(args: argparse.Namespace) -> int:
     """The shipped default: ancestry, stage 1 and stage 2 with the CPU recipe, then export."""
+    from tal.checkpoints.provenance import code_version
     from tal.checkpoints.store import DEFAULT_NAME
     from tal.training.ancestry_trainer import AncestryTrainer
     from tal.training.config import AncestryTrainConfig, HypernetTrainConfig
@@ -253,6 +254,7 @@ def _cmd_default(args: argparse.Namespace) -> int:
     run_dir = args.run_dir
     dist = init_distributed()
     began = time.perf_counter()
+    trained_by = code_version()  # the code that trains, not what the checkout holds at export
     if args.ancestry_from is None:
         ancestry = AncestryTrainer(
             AncestryTrainConfig(run_dir=run_dir, steps=args.ancestry_steps), dist
@@ -289,6 +291,7 @@ def _cmd_default(args: argparse.Namespace) -> int:
             args.version,
             args.store,
             {
+                "code_version": trained_by,
                 "how_made": {
                     "command": command.strip(),
                     "wall_seconds": wall,
