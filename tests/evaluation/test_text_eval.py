@@ -104,6 +104,15 @@ def test_text_eval_quick_writes_a_well_formed_report(tmp_path):
     rerun = json.loads((docs / "text_results.json").read_text())
     for part in ("untrained", "finetune", "foreign_text"):
         assert rerun[part] == results[part]
+    # a run of some methods (processes sharing the folder) reports them, TAL's targets aside
+    some = docs / "some"
+    only = [*command[:-1], str(some), "--methods", "logah"]
+    partial = subprocess.run(only, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S)
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    assert set(json.loads((some / "text_results.json").read_text())["untrained"]) == {
+        "random", "logah", "tal-shipped"
+    }  # fmt: skip
+    assert "`tal` was not measured in this run" in (some / "text_results.md").read_text()
 
 
 def test_kept_measures_are_keyed_by_budgets_and_weights():
