@@ -123,7 +123,8 @@ def rows_like(table: torch.Tensor, rows: int) -> torch.Tensor:
     The table's mean row is left out: it is what every GPT-2 token shares, not something a
     foreign token has; rows drawn around it trained worse on text no task uses
     (docs/lab/foreign_vocabulary.md)."""
-    centred = table.double() - table.double().mean(0)
+    values64 = table.double()
+    centred = values64 - values64.mean(0)
     covariance = centred.T @ centred / max(len(table) - 1, 1)
     values, vectors = torch.linalg.eigh(covariance)  # a square root, also for a singular one
     root = (vectors * values.clamp(min=0.0).sqrt()).float().cpu()

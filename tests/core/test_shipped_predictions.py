@@ -71,7 +71,8 @@ def test_predictions_match_the_recorded_reference(learngene, case, dtype):
             # another summation order errs relative to the tensor's scale, not to an entry
             # that sums to almost zero, so the absolute tolerance follows the largest entry
             tolerance = max(OTHER_KERNELS_TOLERANCE, torch.finfo(tensor.dtype).eps)
-            scale = expected.float().abs().max().item()
+            reference = expected.float()
+            scale = reference.abs().max().item()
             torch.testing.assert_close(
-                tensor.float(), expected.float(), rtol=tolerance, atol=tolerance * scale
+                tensor.float(), reference, rtol=tolerance, atol=tolerance * scale
             )
