@@ -27,8 +27,11 @@ def _mean(values: list[float]) -> float:
 
 
 def learned_means(results: dict[str, Any], arch: str) -> dict[str, float]:
-    """Each method's untrained accuracy at ``arch``, mean over the tasks the ancestry learned."""
+    """Each method's untrained accuracy at ``arch``, mean over the tasks the ancestry learned;
+    empty when no such task was measured."""
     rows = {t: r for t, r in results["untrained"][arch].items() if t in results["ancestry"]}
+    if not rows:
+        return {}
     methods = next(iter(rows.values()))
     return {m: _mean([row[m] for row in rows.values()]) for m in methods}
 
@@ -115,6 +118,8 @@ def summary_table(results: dict[str, Any]) -> list[str]:
     archs = list(results["untrained"])
     means = {a: learned_means(results, a) for a in archs}
     methods = list(means[archs[0]])
+    if not methods:
+        return ["No task the ancestry learned was measured (the per-task tables have the others)."]
     tasks = results["finetuned"]["tasks"]
     finetuned = results["finetuned"]["architecture"]
     header = [*archs, f"{finetuned} fine-tuned"] if tasks else archs

@@ -128,3 +128,20 @@ def test_report_block_is_appended_once_then_replaced(tmp_path):
     second = (tmp_path / "results.md").read_text()
     assert second.count(BLOCK_START) == 1 and second != first
     assert "| tal | 50.0 | 70.0 |" in second
+
+
+def test_report_without_a_learned_task_says_so(tmp_path):
+    """A run on tasks the ancestry never learned (a few-shot study, say) has no mean over
+    learned tasks and no share of the ancestry: the report says so instead of failing after
+    the measurements."""
+    results = _results(tal_final=0.8, random_final=0.6)
+    results["ancestry"] = {}
+    results["untrained"][VIT_S_WIDTH_64_RGB] = {
+        "glyphs_greek": {"random": 0.3, "dct": 0.56, "weight_selection": 0.49, "tal": 0.38}
+    }
+    results["finetuned"]["tasks"] = {}
+    assert targets(results) == {}
+    write_user_scale_report(results, tmp_path)
+    report = (tmp_path / "user_scale.md").read_text()
+    assert "No task the ancestry learned was measured" in report
+    assert "| glyphs_greek | 30.0 | 56.0 | 49.0 | 38.0 | unseen: fitted heads |" in report
