@@ -15,14 +15,12 @@ per task, then per learning rate the mean accuracy of each start and TAL's lead.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 
 from tal.checkpoints.learngene import load_default
-from tal.evaluation.text import initial_model, text_eval_architectures
+from tal.evaluation.text import TextEvalInputs, measure_finetuned
 from tal.evaluation.text_config import TextEvalConfig
-from tal.evaluation.text_measure import LMPositions, finetune_text, fit_score_head
-from tal.tasks import held_out_task, list_tasks, load_task
+from tal.tasks import list_tasks
 from tal.training.text_data import TEXT
 
 STARTS = ("hugging-face", "tal-shipped")
@@ -35,33 +33,21 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=None, help="default: every text task")
     args = parser.parse_args()
 
-    config = TextEvalConfig()
-    shipped = load_default(device="cpu")
-    tasks = args.tasks or [task.name for task in list_tasks(TEXT)]
-    unseen = held_out_task(TEXT).name
-    support = load_task(unseen, "train", limit=config.support_examples)
-    base = text_eval_architectures(config.library)["medium"]
+    tasks = tuple(args.tasks or [task.name for task in list_tasks(TEXT)])
+    learngenes = {"hugging-face": None, "tal-shipped": load_default(device="cpu")}
+    inputs = TextEvalInputs.draw(TextEvalConfig())
     final: dict[tuple[float, str], list[float]] = {}
-    for task in tasks:
-        train = load_task(task, "train", limit=config.finetune_examples)
-        test = load_task(task, "test", limit=config.test_examples)
-        lm_test = load_task(task, "test")
-        positions = LMPositions.draw(lm_test, config.test_lm_positions, config.max_tokens)
-        spec = base.model_copy(update={"num_classes": train.num_classes})
-        for lr in args.lrs:
-            recipe = dataclasses.replace(config.recipe, lr=lr)
-            for start in STARTS:
-                learngene = shipped if start == "tal-shipped" else None
-                for seed in args.seeds:
-                    model = initial_model(learngene, spec, task, seed)
-                    if task == unseen and learngene is not None:
-                        fit_score_head(model, support, config.max_tokens)
-                    curve = finetune_text(model, train, test, lm_test, positions, recipe, seed)
-                    accuracy = 100 * curve.test_accuracy[-1]
+    for lr in args.lrs:
+        config = TextEvalConfig(recipe_lr=lr, seeds=tuple(args.seeds), finetune_tasks=tasks)
+        for start in STARTS:
+            curves = measure_finetuned(learngenes[start], inputs, config)
+            for task, per_seed in curves.items():
+                for seed, curve in per_seed.items():
+                    accuracy = 100 * curve["test_accuracy"][-1]
                     final.setdefault((lr, start), []).append(accuracy)
                     print(
                         f"{task:20} lr {lr:g} {start:12} seed {seed}: accuracy {accuracy:.1f}, "
-                        f"LM loss {curve.test_lm_loss[-1]:.3f}",
+                        f"LM loss {curve['test_lm_loss'][-1]:.3f}",
                         flush=True,
                     )
     print(f"\n{'lr':>8} " + " ".join(f"{start:>12}" for start in STARTS) + "  TAL's lead")

@@ -157,7 +157,7 @@ def load_shipped(reference: str) -> Learngene:
 
 
 @dataclass(frozen=True)
-class _Inputs:
+class TextEvalInputs:
     """What every method is measured on, the same for all (drawn once from the config)."""
 
     tasks: list[str]
@@ -170,7 +170,7 @@ class _Inputs:
     foreign: dict[str, tuple[TextTaskData, TextTaskData, int]]
 
     @classmethod
-    def draw(cls, config: TextEvalConfig) -> _Inputs:
+    def draw(cls, config: TextEvalConfig) -> TextEvalInputs:
         tasks = [t.name for t in list_tasks(TEXT)]
         lm_test = {t: load_task(t, "test") for t in tasks}
         return cls(
@@ -189,7 +189,7 @@ class _Inputs:
 
 
 def _measure_untrained(
-    learngene: Learngene | None, inputs: _Inputs, config: TextEvalConfig
+    learngene: Learngene | None, inputs: TextEvalInputs, config: TextEvalConfig
 ) -> dict[str, dict[str, dict[str, float]]]:
     """task -> architecture -> LM loss, accuracy (and, on the unseen task, the fitted head's)."""
     untrained: dict[str, dict[str, dict[str, float]]] = {}
@@ -212,7 +212,7 @@ def _measure_untrained(
     return untrained
 
 
-def _measure_prediction_ms(learngene: Learngene, inputs: _Inputs) -> dict[str, float]:
+def _measure_prediction_ms(learngene: Learngene, inputs: TextEvalInputs) -> dict[str, float]:
     timings = {}
     for arch_name, spec in inputs.archs.items():
         began = time.perf_counter()
@@ -221,8 +221,8 @@ def _measure_prediction_ms(learngene: Learngene, inputs: _Inputs) -> dict[str, f
     return timings
 
 
-def _measure_finetuned(
-    learngene: Learngene | None, inputs: _Inputs, config: TextEvalConfig
+def measure_finetuned(
+    learngene: Learngene | None, inputs: TextEvalInputs, config: TextEvalConfig
 ) -> dict[str, dict[str, dict[str, list[float]]]]:
     """task -> seed -> the fine-tuning curve of the ``medium`` architecture."""
     curves: dict[str, dict[str, dict[str, list[float]]]] = {}
@@ -248,7 +248,7 @@ def _measure_finetuned(
 
 
 def _measure_foreign(
-    learngene: Learngene | None, inputs: _Inputs, config: TextEvalConfig
+    learngene: Learngene | None, inputs: TextEvalInputs, config: TextEvalConfig
 ) -> dict[str, dict[str, list[float]]]:
     """vocabulary -> {"before": [...], "after": [...]} over the foreign seeds."""
     results = {}
@@ -267,13 +267,13 @@ def _measure_foreign(
 
 
 def _measure_method(
-    learngene: Learngene | None, inputs: _Inputs, config: TextEvalConfig
+    learngene: Learngene | None, inputs: TextEvalInputs, config: TextEvalConfig
 ) -> dict[str, Any]:
     """Every measure of one method (None: Hugging Face's init)."""
     return {
         "untrained": _measure_untrained(learngene, inputs, config),
         "prediction_ms": None if learngene is None else _measure_prediction_ms(learngene, inputs),
-        "curves": _measure_finetuned(learngene, inputs, config),
+        "curves": measure_finetuned(learngene, inputs, config),
         "foreign": _measure_foreign(learngene, inputs, config),
     }
 
@@ -335,7 +335,7 @@ def run_text_evaluation(config: TextEvalConfig, dist: DistInfo) -> dict[str, Any
     learngenes: dict[str, Learngene | None] = {HF_INIT: None, **trained}
     if config.shipped:
         learngenes[SHIPPED] = load_shipped(config.shipped)
-    inputs = _Inputs.draw(config)
+    inputs = TextEvalInputs.draw(config)
     key = measurement_key(config)
     folder = config.run_dir / MEASURES_DIR
     per_method = {}
