@@ -6,12 +6,14 @@ scale, each block's output RMS (the residual stream) and each block's gradient n
 batch; then fine-tunes it (AdamW, linear warm-up over the first epoch, then cosine) and prints
 the test accuracy after each epoch.
 
-Initialisations: ``random`` (timm), ``dct`` (FRONT-style transfer from the ancestry), ``tal``
-(what the service serves: predicted at the proxy, lifted, the residual stream scaled by the
-width ratio), ``tal-no-gain`` (the same lift without the stream gain), and with
-``--stream-gains`` the lift with other gains (``tal-gain-K``). ``--few-shot`` trains on
+Initialisations: ``random`` (timm), ``weight_selection`` and ``dct`` (transfers of the
+ancestry), ``tal`` (what the service serves: predicted at the proxy, lifted, the residual
+stream scaled by the width ratio), ``tal-no-gain`` (the same lift without the stream gain),
+and with ``--stream-gains`` the lift with other gains (``tal-gain-K``). ``--few-shot`` trains on
 the task's 300 balanced support images with every head fitted to them (shrinkage LDA), as a
-task registered over the API is served.
+task registered over the API is served. ``--layer-decays`` and ``--head-only-epochs`` try
+layer-wise learning-rate decay and linear probing first (``FinetuneRecipe``); ``--epochs``
+counts the epochs after the probing ones.
 
     PYTHONPATH=$PWD python experiments/why_finetuning_collapses_at_user_scale.py \
         --task fashion_mnist --few-shot --lr 5e-4 1e-4
@@ -20,6 +22,7 @@ task registered over the API is served.
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +42,7 @@ from tal.tasks import list_tasks, load_task
 from tal.transfer.lift import scale_residual_stream
 
 NO_GAIN = "tal-no-gain"
-INITS = ("random", "dct", TAL, NO_GAIN)
+INITS = ("random", "weight_selection", "dct", TAL, NO_GAIN)
 STATS_BATCH = 64
 
 
@@ -94,6 +97,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=2048, help="training images")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--few-shot", action="store_true")
+    parser.add_argument("--layer-decays", nargs="+", type=float, default=[1.0])
+    parser.add_argument("--head-only-epochs", nargs="+", type=int, default=[0])
     args = parser.parse_args()
 
     learngene = Learngene.load(device="cpu")
@@ -107,25 +112,33 @@ def main() -> None:
         train = load_task(args.task, "train", limit=args.examples, **fmt)
     test = load_task(args.task, "test", limit=500, **fmt)
     batch = 32 if args.few_shot else 64
-    for init in [*args.inits, *(f"tal-gain-{gain:g}" for gain in args.stream_gains)]:
-        for lr in args.lr:
-            for seed in args.seeds:
-                model = initial_model(scale, init, spec, args.task, seed)
-                if args.few_shot:
-                    fit_discriminant_head(model.eval(), train.images, train.labels)
-                start = accuracy(model, test)
-                stats = statistics(model, train.images[:STATS_BATCH], train.labels[:STATS_BATCH])
-                recipe = FinetuneRecipe(
-                    epochs=args.epochs, batch_size=batch, lr=lr, warmup_epochs=1
-                )
-                curve = finetune(model, train, test, recipe, seed)
-                print(
-                    f"{init} lr {lr:g} seed {seed}: {start:.3f} -> "
-                    + " ".join(f"{a:.3f}" for a in curve.test_accuracy)
-                    + f" (train loss {' '.join(f'{x:.2f}' for x in curve.train_loss)})\n    "
-                    + stats,
-                    flush=True,
-                )
+    inits = [*args.inits, *(f"tal-gain-{gain:g}" for gain in args.stream_gains)]
+    variants = itertools.product(
+        inits, args.lr, args.layer_decays, args.head_only_epochs, args.seeds
+    )
+    for init, lr, decay, probe, seed in variants:
+        model = initial_model(scale, init, spec, args.task, seed)
+        if args.few_shot:
+            fit_discriminant_head(model.eval(), train.images, train.labels)
+        start = accuracy(model, test)
+        stats = statistics(model, train.images[:STATS_BATCH], train.labels[:STATS_BATCH])
+        recipe = FinetuneRecipe(
+            epochs=probe + args.epochs,
+            batch_size=batch,
+            lr=lr,
+            warmup_epochs=1,
+            layer_decay=decay,
+            head_only_epochs=probe,
+        )
+        curve = finetune(model, train, test, recipe, seed)
+        print(
+            f"{init} lr {lr:g} layer decay {decay:g} head-only epochs {probe} "
+            f"seed {seed}: {start:.3f} -> "
+            + " ".join(f"{a:.3f}" for a in curve.test_accuracy)
+            + f" (train loss {' '.join(f'{x:.2f}' for x in curve.train_loss)})\n    "
+            + stats,
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

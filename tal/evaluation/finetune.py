@@ -13,6 +13,7 @@ from tal.heads.calibration import HeadCalibration, calibrate_head
 from tal.tasks import TaskData
 
 EVAL_BATCH = 512
+_AFTER_THE_BLOCKS = ("norm.", "fc_norm.", "attn_pool.", "head.")  # timm ViT parameter names
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,36 @@ class FinetuneRecipe:
     calibrate_head: bool = False  # scale the head first (tal.heads.calibration)
     calibration_examples: int = TASK_EMBEDDING_EXAMPLES  # the first this many fit the scale
     warmup_epochs: int = 0  # the learning rate rises linearly to ``lr`` over these epochs
+    layer_decay: float = 1.0  # block i of L trains at lr * layer_decay ** (L + 1 - i)
+    head_only_epochs: int = 0  # the first epochs train the head alone, at a constant ``lr``
+
+
+def layer_decayed_groups(model: nn.Module, lr: float, decay: float) -> list[dict]:
+    """AdamW parameter groups of a timm ViT with layer-wise learning-rate decay.
+
+    Depth 0 is everything before the blocks (patch embedding, class token, positions), depth
+    ``i`` block ``i`` (1-based) and depth ``L + 1`` the final norm and the head; a parameter at
+    depth ``d`` trains at ``lr * decay ** (L + 1 - d)``, so the head keeps ``lr`` and the first
+    layers move least. ``decay == 1`` is one group at ``lr``.
+    """
+    if not 0 < decay <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1], got {decay}")
+    if decay == 1:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    top = len(model.blocks) + 1
+    groups: dict[int, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if name.startswith("blocks."):
+            depth = int(name.split(".")[1]) + 1
+        elif name.startswith(_AFTER_THE_BLOCKS):
+            depth = top
+        else:
+            depth = 0
+        groups.setdefault(depth, []).append(p)
+    return [
+        {"params": params, "lr": lr * decay ** (top - depth)}
+        for depth, params in sorted(groups.items())
+    ]
 
 
 @dataclass
@@ -79,6 +110,10 @@ def finetune(
 ) -> Curve:
     """AdamW with a cosine schedule over ``recipe.epochs``; the seed fixes the data order.
 
+    With ``recipe.head_only_epochs`` the classifier head trains alone first (linear probing,
+    then fine-tuning: the features do not move while the head is still wrong); the warm-up and
+    the cosine schedule then span the remaining epochs.
+
     With ``recipe.calibrate_head`` the classifier head is first scaled by the factor in [0, 1]
     fitted on the first ``recipe.calibration_examples`` training images (in place).
     """
@@ -88,13 +123,28 @@ def finetune(
         curve.head_calibration = calibrate_head(model, train.images[support], train.labels[support])
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
+        layer_decayed_groups(model, recipe.lr, recipe.layer_decay),
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
     )
+    if not 0 <= recipe.head_only_epochs < recipe.epochs:
+        raise ValueError(
+            f"head_only_epochs must leave epochs to fine-tune: {recipe.head_only_epochs} of "
+            f"{recipe.epochs}"
+        )
+    head = {id(p) for p in model.get_classifier().parameters()}
+    backbone = [p for p in model.parameters() if id(p) not in head]
     steps_per_epoch = max(1, len(train.labels) // recipe.batch_size)
-    scheduler = warmup_cosine_schedule(
-        optimizer, recipe.epochs * steps_per_epoch, recipe.warmup_epochs * steps_per_epoch
-    )
-    for _ in range(recipe.epochs):
+    scheduler = None
+    for epoch in range(recipe.epochs):
+        if epoch == recipe.head_only_epochs:
+            scheduler = warmup_cosine_schedule(
+                optimizer,
+                (recipe.epochs - epoch) * steps_per_epoch,
+                recipe.warmup_epochs * steps_per_epoch,
+            )
+        for p in backbone:  # frozen parameters get no gradient, so AdamW leaves them alone
+            p.requires_grad_(scheduler is not None)
         model.train()
         order = torch.randperm(len(train.labels), generator=generator)
         total = 0.0
@@ -106,7 +156,8 @@ def finetune(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            if scheduler is not None:
+                scheduler.step()
             total += loss.item()
         curve.train_loss.append(total / steps_per_epoch)
         curve.test_accuracy.append(accuracy(model, test))

@@ -181,6 +181,13 @@ def _untrained_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _layer_decay(config: dict[str, Any], key: str) -> str:
+    """The recipe's layer-wise learning-rate decay, as a clause ("" when there is none; runs
+    from before the option had none)."""
+    decay = config.get(key, 1.0)
+    return "" if decay == 1 else f", layer-wise learning-rate decay {decay}"
+
+
 def _finetune_lines(results: dict[str, Any]) -> list[str]:
     finetuned = results["finetuned"]
     config = results["config"]
@@ -188,7 +195,8 @@ def _finetune_lines(results: dict[str, Any]) -> list[str]:
         f"Architecture `{finetuned['architecture']}`; AdamW lr {config['finetune_lr']}, weight "
         f"decay 0.05, batch {config['finetune_batch_size']}, {config['finetune_epochs']} epochs "
         f"over {config['finetune_examples']} training images, linear warm-up over the first "
-        f"{config['finetune_warmup_epochs']} epoch(s) then cosine; seeds {config['seeds']}. "
+        f"{config['finetune_warmup_epochs']} epoch(s) then cosine"
+        f"{_layer_decay(config, 'finetune_layer_decay')}; seeds {config['seeds']}. "
         "Cells: untrained -> after each epoch, mean ± sample std over seeds.",
         "",
         "| task | method | untrained | per epoch | final |",
@@ -217,7 +225,8 @@ def _finetune_lines(results: dict[str, Any]) -> list[str]:
             f"and it is fine-tuned on them for {config['few_shot_epochs']} epochs (lr "
             f"{config['few_shot_lr']}, batch "
             f"{config['few_shot_batch_size']}, warm-up {config['few_shot_warmup_epochs']} "
-            "epoch), as a task registered over the API is served.",
+            f"epoch{_layer_decay(config, 'few_shot_layer_decay')}), as a task registered over "
+            "the API is served.",
         ]
     return lines
 

@@ -13,6 +13,7 @@ from tal.evaluation.user_scale_report import (
     BLOCK_END,
     BLOCK_START,
     kept_block,
+    render,
     targets,
     write_user_scale_report,
 )
@@ -145,3 +146,11 @@ def test_report_without_a_learned_task_says_so(tmp_path):
     report = (tmp_path / "user_scale.md").read_text()
     assert "No task the ancestry learned was measured" in report
     assert "| glyphs_greek | 30.0 | 56.0 | 49.0 | 38.0 | unseen: fitted heads |" in report
+
+
+def test_the_fine_tuning_recipe_states_its_layer_decay_and_old_runs_render_without_one():
+    results = _results(tal_final=0.8, random_final=0.6)
+    results["config"]["finetune_layer_decay"] = 0.75
+    assert "cosine, layer-wise learning-rate decay 0.75; seeds" in render(results)
+    del results["config"]["finetune_layer_decay"]  # a run from before the option
+    assert "then cosine; seeds" in render(results)
