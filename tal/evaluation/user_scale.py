@@ -59,11 +59,11 @@ ARCHITECTURES: dict[str, ViTSpec] = {
 }
 
 
-# Layer-wise learning-rate decay (block i of L at lr * decay ** (L + 1 - i)): it keeps a
-# trained start's lower layers from drifting while the head and the top blocks adapt
-# (docs/lab/user_scale.md, section 6)
+# Layer-wise learning-rate decay (block i of L at lr * decay ** (L + 1 - i)): on 300 images it
+# keeps a trained start's lower layers from drifting while the head adapts; with 2,048 images
+# it helped the transfers of the ancestry and not TAL (docs/lab/user_scale.md, section 6)
 FEW_SHOT_LAYER_DECAY = 0.75
-FINETUNE_LAYER_DECAY = 0.75
+FINETUNE_LAYER_DECAY = 1.0
 LAYER_DECAY_HELP = "block i of L trains at lr * layer_decay ** (L + 1 - i); 1: one rate for all"
 
 
