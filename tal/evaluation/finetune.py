@@ -117,6 +117,11 @@ def finetune(
     With ``recipe.calibrate_head`` the classifier head is first scaled by the factor in [0, 1]
     fitted on the first ``recipe.calibration_examples`` training images (in place).
     """
+    if not 0 <= recipe.head_only_epochs < recipe.epochs:
+        raise ValueError(
+            f"head_only_epochs must leave epochs to fine-tune: {recipe.head_only_epochs} of "
+            f"{recipe.epochs}"
+        )
     curve = Curve()
     if recipe.calibrate_head:
         support = slice(0, recipe.calibration_examples)
@@ -127,11 +132,6 @@ def finetune(
         lr=recipe.lr,
         weight_decay=recipe.weight_decay,
     )
-    if not 0 <= recipe.head_only_epochs < recipe.epochs:
-        raise ValueError(
-            f"head_only_epochs must leave epochs to fine-tune: {recipe.head_only_epochs} of "
-            f"{recipe.epochs}"
-        )
     head = {id(p) for p in model.get_classifier().parameters()}
     backbone = [p for p in model.parameters() if id(p) not in head]
     steps_per_epoch = max(1, len(train.labels) // recipe.batch_size)
