@@ -107,6 +107,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             return _print_comparison(args.compare, json_path)
         if args.report_only:
             results = read_results(json_path)
+        elif args.add:
+            results = _measure_and_add(args, json_path)
         else:
             if args.fresh:
                 clean_run(config)
@@ -121,6 +123,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     write_report(results, markdown, json_path)
     print(f"wrote {markdown} and {json_path}")
     return 0
+
+
+def _measure_and_add(args: argparse.Namespace, json_path: Path) -> dict:
+    """``tal eval --add``: the earlier results with ``--methods`` measured and added."""
+    from tal.evaluation.merge import add_methods, config_for_addition
+    from tal.evaluation.report import read_results
+    from tal.evaluation.runner import run_evaluation
+    from tal.training.distributed import init_distributed
+
+    budget = ("config", "quick", "epochs", "warmup_epochs", "stage1_steps", "stage2_steps")
+    given = [f"--{name.replace('_', '-')}" for name in budget if getattr(args, name)]
+    if given:
+        raise ValueError(f"--add keeps the earlier run's budget; drop {', '.join(given)}")
+    earlier = read_results(json_path)
+    paths = {"run_dir": args.run_dir, "ancestry_run": args.ancestry_run}
+    config = config_for_addition(earlier, tuple(args.methods or ()), paths)
+    added = run_evaluation(config, init_distributed("cpu"))
+    return add_methods(earlier, added)
 
 
 def _print_comparison(before_path: Path, after_path: Path) -> int:
@@ -197,7 +217,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--methods",
         nargs="+",
         default=None,
-        choices=["random", "ghn3", "logah", "tal", "tal+"],
-        help="tal+ is for images only",
+        choices=["random", "weight_selection", "dct", "ghn3", "logah", "tal", "tal+"],
+        help="weight_selection, dct and tal+ are for images only",
+    )
+    evaluate.add_argument(
+        "--add",
+        action="store_true",
+        help="measure --methods with the budget of the existing OUTPUT_DIR/results.json and "
+        "add them to it (training those that need it); random init is measured again and the "
+        "merge is refused unless it reproduces the stored figures (tal.evaluation.merge)",
     )
     evaluate.set_defaults(func=_cmd_eval)

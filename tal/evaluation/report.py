@@ -274,6 +274,25 @@ def _environment_lines(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _addition_lines(results: dict[str, Any]) -> list[str]:
+    """One sentence per later run that added methods (``tal eval --add``): its machine, and how
+    closely random init, measured again, reproduced this run's figures."""
+    lines = []
+    for addition in results.get("additions", []):
+        environment = addition["environment"]
+        machine = (
+            f" on {environment['cpu_model']}, {environment['torch_threads']} torch thread(s)"
+            if environment
+            else ""
+        )
+        lines.append(
+            f"{', '.join(addition['methods'])}: measured later with this run's config and added "
+            f"(`tal eval --add`){machine}; random init, measured again beside them, reproduced "
+            f"every stored figure within {PERCENT * addition['reference_difference']:.2f} points."
+        )
+    return ["", *lines] if lines else []
+
+
 def _schedule(recipe: dict[str, Any]) -> str:
     """The learning-rate schedule in words (older results files record no warm-up)."""
     warmup = recipe.get("warmup_epochs", 0)
@@ -507,6 +526,7 @@ def write_report(results: dict[str, Any], markdown: Path, json_path: Path) -> No
             f"| {method} | {seconds:.0f} | " + ", ".join(f"{ms[a]:.1f}" for a in ms) + " |"
         )
     lines += _environment_lines(results)
+    lines += _addition_lines(results)
     lines += ["", *_ancestry_lines(results)]
     user_scale = kept_block(markdown)  # written by `tal eval --user-scale`
     if user_scale:

@@ -37,6 +37,19 @@ class FinetuneResults(BaseModel):
     curves: dict[str, dict[str, dict[str, Curve]]]  # method -> task -> seed -> curve
 
 
+class Addition(BaseModel):
+    """Methods a later run measured and added to these results (``tal eval --add``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[str]
+    environment: dict[str, Any] = Field(default_factory=dict)
+    reference_difference: float = Field(
+        description="largest difference between random init's stored and re-measured "
+        "accuracies (fraction), the check that the added figures compare with the stored ones"
+    )
+
+
 class EvalResults(BaseModel):
     """Measured figures of one ``tal eval`` run (accuracies are fractions in [0, 1])."""
 
@@ -66,3 +79,8 @@ class EvalResults(BaseModel):
         "discriminant head's (config unseen_head; absent from older runs)",
     )
     finetune: FinetuneResults
+    additions: list[Addition] = Field(
+        default_factory=list,
+        description="methods measured by later runs and added (tal eval --add, "
+        "tal.evaluation.merge); empty when one run measured everything",
+    )

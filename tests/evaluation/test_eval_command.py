@@ -152,3 +152,23 @@ def test_eval_quick_writes_a_well_formed_report(tmp_path):
         timeout=QUICK_TIMEOUT_S,
     )
     assert missing.returncode == 2 and "run `tal eval` first" in missing.stderr
+
+    # --add measures methods again (or anew) with the stored run's budget; random init, measured
+    # again beside them, must reproduce the stored figures for the merge to be taken
+    add = [*quick[:4], "--add", *quick[5:], "--methods", "dct"]
+    added = subprocess.run(add, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S)
+    assert added.returncode == 0, added.stderr[-3000:]
+    merged = json.loads((docs / "results.json").read_text())
+    assert merged["additions"] == [
+        {"methods": ["dct"], "environment": merged["environment"], "reference_difference": 0.0}
+    ]
+    for field in ("untrained_accuracy", "unseen_predicted_head_accuracy"):
+        assert merged[field] == results[field]  # dct measured again: the same figures
+    assert merged["finetune"] == results["finetune"]
+    assert (
+        "dct: measured later with this run's config and added" in (docs / "results.md").read_text()
+    )
+    budget = subprocess.run(
+        [*add, "--epochs", "3"], capture_output=True, text=True, timeout=QUICK_TIMEOUT_S
+    )
+    assert budget.returncode == 2 and "--add keeps the earlier run's budget" in budget.stderr
