@@ -147,7 +147,7 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
             f"{t} {gap:+.1f}" for t, gap in gaps.items()
         )
         verdicts["final accuracy never below random"] = (min(gaps.values()) >= 0, detail)
-    verdicts.update(_above_transfers(mean_untrained, final, ft_tasks))
+    verdicts.update(_above_transfers(mean_untrained, final, ft_tasks, tests))
     return {
         "mean_untrained": mean_untrained,
         "unseen_task": _unseen_task_figures(results, by_task, final),
@@ -159,17 +159,21 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _above_transfers(
-    mean_untrained: dict[str, float], final: dict, ft_tasks: list[str]
+    mean_untrained: dict[str, float], final: dict, ft_tasks: list[str], tests: dict[str, dict]
 ) -> dict[str, tuple[bool, str]]:
     """TAL against each training-free transfer of the ancestry the run measured: mean
-    untrained accuracy, and mean final fine-tuned accuracy over the fine-tuned tasks."""
+    untrained accuracy, and mean final fine-tuned accuracy over the fine-tuned tasks (with the
+    paired t-test's p-value, from ``tests``, so a lead within the seed spread reads as one)."""
     verdicts = {}
     for transfer in (t for t in TRANSFERS if t in mean_untrained and "tal" in mean_untrained):
         margin = PERCENT * (mean_untrained["tal"] - mean_untrained[transfer])
         verdicts[f"untrained TAL above {transfer}"] = (margin > 0, f"{margin:+.1f} points")
         if "tal" in final and transfer in final and ft_tasks:
             gaps = [final["tal"][t]["mean"] - final[transfer][t]["mean"] for t in ft_tasks]
-            detail = f"{PERCENT * sum(gaps) / len(gaps):+.1f} points (mean over tasks)"
+            detail = f"{PERCENT * sum(gaps) / len(gaps):+.1f} points (mean over tasks"
+            if transfer in tests:
+                detail += f"; paired t-test p = {tests[transfer]['p_value']:.2g}"
+            detail += ")"
             verdicts[f"fine-tuned TAL above {transfer}"] = (sum(gaps) > 0, detail)
     return verdicts
 

@@ -80,7 +80,8 @@ def test_added_methods_join_in_the_evaluations_order_and_the_addition_is_recorde
     EvalResults.model_validate(merged)  # reads back as results
     verdicts = analyse(merged)["verdicts"]  # the report now weighs TAL against the transfers
     assert verdicts["untrained TAL above dct"] == (True, "+10.0 points")
-    assert verdicts["fine-tuned TAL above weight_selection"][0]
+    above, detail = verdicts["fine-tuned TAL above weight_selection"]
+    assert above and detail.startswith("+20.0 points (mean over tasks; paired t-test p = ")
 
 
 def test_a_method_added_again_replaces_its_earlier_figures():
