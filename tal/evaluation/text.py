@@ -72,6 +72,7 @@ def _train_method(name: str, config: TextEvalConfig, dist: DistInfo) -> tuple[Le
         preset=recipe.preset,
         task_conditioning=recipe.task_conditioning,
         text_library=config.library,
+        seed=config.training_seed,
         text_share=1.0,
         text_meta_batch=config.meta_batch,
         text_batch_size=config.batch_size,
@@ -247,7 +248,7 @@ def measure_finetuned(
     return curves
 
 
-def _measure_foreign(
+def measure_foreign(
     learngene: Learngene | None, inputs: TextEvalInputs, config: TextEvalConfig
 ) -> dict[str, dict[str, list[float]]]:
     """vocabulary -> {"before": [...], "after": [...]} over the foreign seeds."""
@@ -274,7 +275,7 @@ def _measure_method(
         "untrained": _measure_untrained(learngene, inputs, config),
         "prediction_ms": None if learngene is None else _measure_prediction_ms(learngene, inputs),
         "curves": measure_finetuned(learngene, inputs, config),
-        "foreign": _measure_foreign(learngene, inputs, config),
+        "foreign": measure_foreign(learngene, inputs, config),
     }
 
 

@@ -34,6 +34,9 @@ class TextEvalConfig(BaseModel):
         f"{SHIPPED!r}, untrained, fine-tuned and on foreign text); null: none",
     )
     library: str = CPU_RECIPE.text.library
+    training_seed: int = Field(
+        0, ge=0, description="seed of every hypernetwork's training: its init, batches, draws"
+    )
     stage1_steps: int = Field(CPU_RECIPE.text.stage1_steps, ge=1)
     stage2_steps: int = Field(CPU_RECIPE.text.stage2_steps, ge=1)
     meta_batch: int = Field(CPU_RECIPE.text.meta_batch, ge=1)

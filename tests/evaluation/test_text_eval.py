@@ -1,6 +1,7 @@
 """``tal eval --modality text --quick`` end to end with the real CLI, tokenizer and transformers
 models, and the pieces it is built from."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -20,9 +21,11 @@ from tal.evaluation.text import (
     measurement_key,
     method_key,
     text_eval_architectures,
+    train_text_methods,
 )
-from tal.evaluation.text_config import TextEvalConfig
+from tal.evaluation.text_config import SHIPPED, TEXT_QUICK, TextEvalConfig
 from tal.evaluation.text_measure import LMPositions, fit_score_head, lm_loss
+from tal.evaluation.text_report import MISSED_TARGETS_NOTE, render, targets
 from tal.tasks import load_task
 from tal.training.ancestry_trainer import AncestryTrainer
 from tal.training.config import AncestryTrainConfig, OptimConfig, TextAncestryTrainConfig
@@ -31,11 +34,11 @@ from tal.training.text_ancestry_trainer import TextAncestryTrainer
 
 QUICK_TIMEOUT_S = 1800
 CPU = DistInfo(0, 1, torch.device("cpu"))
+STORED_RESULTS = Path(__file__).parents[2] / "docs" / "text_results.json"
 
 
-@pytest.mark.slow
-def test_text_eval_quick_writes_a_well_formed_report(tmp_path):
-    run = tmp_path / "ancestry_run"
+def _tiny_ancestries(run: Path) -> None:
+    """An image and a text ancestry of a few steps in ``run``, as `tal train ancestry` writes."""
     image = AncestryTrainConfig(
         run_dir=run,
         depth=1,
@@ -59,6 +62,12 @@ def test_text_eval_quick_writes_a_well_formed_report(tmp_path):
         optim=OptimConfig(warmup_steps=1),
     )
     TextAncestryTrainer(text, CPU, data_limit=32).run_and_export()
+
+
+@pytest.mark.slow
+def test_text_eval_quick_writes_a_well_formed_report(tmp_path):
+    run = tmp_path / "ancestry_run"
+    _tiny_ancestries(run)
     docs = tmp_path / "docs"
     command = [
         sys.executable, "-m", "tal.cli", "eval", "--modality", "text", "--quick",
@@ -122,6 +131,9 @@ def test_kept_measures_are_keyed_by_budgets_and_weights():
         config.model_copy(update={"output_dir": Path("elsewhere"), "shipped": None})
     )
     assert measurement_key(config) != measurement_key(config.model_copy(update={"epochs": 4}))
+    assert measurement_key(config) != measurement_key(
+        config.model_copy(update={"training_seed": 1})
+    )
     learngene = Learngene.fresh()
     key = method_key("tal", learngene)
     assert key.startswith("tal@") and key == method_key("tal", learngene)
@@ -129,6 +141,26 @@ def test_kept_measures_are_keyed_by_budgets_and_weights():
         next(learngene.hypernet.parameters()).add_(1.0)
     assert method_key("tal", learngene) != key
     assert method_key("random", None) == "random"
+
+
+@pytest.mark.slow
+def test_the_training_seed_decides_the_trained_hypernetwork(tmp_path):
+    """The same training seed retrains the same weights; another seed trains others."""
+    run = tmp_path / "ancestry_run"
+    _tiny_ancestries(run)
+    weights = {}
+    for folder, seed in (("a", 0), ("b", 0), ("c", 1)):
+        config = TextEvalConfig(
+            **{**TEXT_QUICK, "methods": ("tal",), "shipped": None},
+            run_dir=tmp_path / folder,
+            ancestry_run=run,
+            training_seed=seed,
+        )
+        learngenes, _ = train_text_methods(config, CPU)
+        weights[folder] = learngenes["tal"].hypernet.state_dict()
+    assert weights["a"].keys() == weights["c"].keys()
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
 
 
 def test_the_lm_loss_is_the_models_own_and_a_fitted_head_classifies_its_rows():
@@ -171,3 +203,17 @@ def test_eval_architectures_are_held_out_and_ordered():
         archs["small"].num_params() < archs["medium"].num_params() < archs["largest"].num_params()
     )
     assert archs["wider"].n_embd % archs["wider"].n_head == 0
+
+
+def test_the_report_points_to_the_lab_only_when_a_target_is_missed():
+    """The stored run misses targets; the shipped checkpoint's figures in TAL's place meet all."""
+    stored = json.loads(STORED_RESULTS.read_text())
+    assert not all(met for _, met, _ in targets(stored))
+    assert MISSED_TARGETS_NOTE in render(stored)
+    as_shipped = copy.deepcopy(stored)
+    as_shipped["untrained"]["tal"] = stored["untrained"][SHIPPED]
+    as_shipped["finetune"]["curves"]["tal"] = stored["finetune"]["curves"][SHIPPED]
+    for methods in as_shipped["foreign_text"].values():
+        methods["tal"] = methods[SHIPPED]
+    assert all(met for _, met, _ in targets(as_shipped))
+    assert MISSED_TARGETS_NOTE not in render(as_shipped)
