@@ -17,6 +17,11 @@ ACCURACY_MARGIN = 15.0  # points over GHN-3 style, untrained
 FINETUNED_LM_RATIO = 0.95
 FINETUNED_ACCURACY_MARGIN = 10.0  # points over Hugging Face's init, fine-tuned
 GHN3 = "ghn3"
+MISSED_TARGETS_NOTE = (
+    "Missed targets: what was tried and what limits them is in the repository's "
+    "`docs/lab/text_finetuning.md` (the training seed, the budget, the joint recipe) and "
+    "`docs/lab/foreign_vocabulary.md` (foreign vocabularies)."
+)
 
 
 def _pct(value: float) -> str:
@@ -146,10 +151,13 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     if OURS in results["untrained"]:
+        verdicts = targets(results)
         lines += _table(
             ["target", "met", "measured"],
-            [[t, "yes" if met else "**no**", m] for t, met, m in targets(results)],
+            [[t, "yes" if met else "**no**", m] for t, met, m in verdicts],
         )
+        if not all(met for _, met, _ in verdicts):
+            lines += ["", MISSED_TARGETS_NOTE]
     else:  # a run of some of the methods (``--methods``): the targets are TAL's
         lines.append(f"`{OURS}` was not measured in this run: its targets are not judged.")
     lines += ["", "## 1. Untrained: language-model loss (nats per token), test text", ""]
