@@ -118,7 +118,10 @@ def add_methods(
     merged["config"]["methods"] = methods
     order = [RANDOM_INIT, *methods]
     for field in PER_METHOD_FIELDS:
-        both = {**merged.get(field, {}), **{m: added[field][m] for m in new if m in added[field]}}
+        # a method measured again keeps nothing of its earlier figures, also where the new run
+        # records none (a stale timing or accuracy beside new ones would read as one run's)
+        kept = {m: v for m, v in merged.get(field, {}).items() if m not in new}
+        both = {**kept, **{m: added[field][m] for m in new if m in added[field]}}
         merged[field] = {m: both[m] for m in order if m in both}
     curves = {**merged["finetune"]["curves"], **{m: added["finetune"]["curves"][m] for m in new}}
     merged["finetune"]["curves"] = {m: curves[m] for m in order if m in curves}

@@ -92,6 +92,18 @@ def test_a_method_added_again_replaces_its_earlier_figures():
     assert [a["methods"] for a in merged["additions"]] == [["dct"], ["weight_selection", "dct"]]
 
 
+def test_a_method_added_again_keeps_none_of_its_earlier_figures():
+    earlier = _run(("ghn3", "tal"))
+    # the same method names measured again by a run that times no prediction (as transfers)
+    again = _run(("tal",))
+    again["prediction_ms"] = {}
+    merged = add_methods(earlier, again)
+    assert "tal" not in merged["prediction_ms"]
+    assert merged["training_seconds"]["tal"] == again["training_seconds"]["tal"]
+    assert merged["untrained_accuracy"]["ghn3"] == earlier["untrained_accuracy"]["ghn3"]
+    EvalResults.model_validate(merged)
+
+
 def test_random_init_that_does_not_reproduce_refuses_the_merge():
     earlier = _run(("tal",))
     within = add_methods(earlier, _run(("dct",), offset=REFERENCE_TOLERANCE / 2))
