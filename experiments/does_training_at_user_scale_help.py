@@ -2,10 +2,11 @@
 
 Starts from a stored learngene's hypernetwork (default: the shipped one), trains stage 2 for
 ``--steps`` on the ``cpu-scales`` library (depth 2-12, width up to 384, 32-96 px, grey and
-RGB; each architecture fed the suite in its own format, the ancestry's logits distilled as in
-the CPU recipe), then prints the untrained test accuracy of user-scale architectures
-(default: the ViT-S-width model, 12 blocks, width 384, patch 16, 64 px RGB; ``--architectures``
-takes any of ``tal eval --user-scale``'s) on the tasks the ancestry learned for: the stored
+RGB, a tenth of the slots from its deep, wide corner; each architecture fed the suite in its
+own format, the ancestry's logits distilled as in the CPU recipe), then prints the untrained
+test accuracy of user-scale architectures (default: the ViT-S-width model, 12 blocks, width
+384, patch 16, 64 px RGB; ``--architectures`` takes any of ``tal eval --user-scale``'s) on the
+tasks the ancestry learned for: the stored
 learngene as served (lifted from its proxy), its hypernetwork's own prediction (unlifted), the
 trained hypernetwork as served (predicted where the shape is in its range, lifted from its
 nearest proxy otherwise), and the ancestry's DCT transfer. The trained learngene is kept in

@@ -74,6 +74,23 @@ def input_formats(
 
 
 @dataclass(frozen=True)
+class Corner:
+    """The deep, wide end of a library, in the formats users request, drawn in a fixed share.
+
+    Every architecture with at least ``min_depth`` blocks and ``min_width`` channels (any head
+    count and MLP ratio the preset allows) joins the library in each of ``formats``, on top of
+    its drawn ``size`` (split by hash as the rest, so held-out shapes stay held out), and each
+    meta-batch slot is drawn uniformly from the corner's training architectures with
+    probability ``share``.
+    """
+
+    min_depth: int
+    min_width: int
+    formats: tuple[InputFormat, ...]
+    share: float
+
+
+@dataclass(frozen=True)
 class LibraryPreset:
     """A model library's rules.
 
@@ -86,8 +103,12 @@ class LibraryPreset:
         vocab_size, n_positions, positions: a GPT-2 library's vocabulary and context lengths
             (``positions`` to draw from; default ``n_positions``).
         held_out_models: timm model names added to the held-out split as they are.
+        held_out_specs: further shapes added to the held-out split; like the timm models, no
+            training architecture shares their shape whatever its head count (the
+            hypernetwork's prediction does not depend on it).
         cost_power: the trainer draws architectures with probability ``~ cost^-cost_power``
             (:meth:`ModelLibrary.sampling_weights`; 0: uniformly).
+        corner: architectures drawn in a fixed share of the slots (None: no such share).
     """
 
     family: str
@@ -100,7 +121,9 @@ class LibraryPreset:
     n_positions: int = 1_024
     positions: tuple[int, ...] = ()
     held_out_models: tuple[str, ...] = ()
+    held_out_specs: tuple[ViTSpec, ...] = ()
     cost_power: float = 0.0
+    corner: Corner | None = None
 
 
 _CPU_IMAGES = dict(
@@ -109,10 +132,24 @@ _CPU_IMAGES = dict(
 # Formats of the scales library: 32-96 px, patch 8 or 16, grey or RGB, at most 64 patches.
 SCALES_FORMATS = input_formats((32, 48, 64, 96), (8, 16), (GREY, RGB), max_patches=64)
 SCALES_HELD_OUT = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
+# ViT-S's blocks at 64 px RGB, patch 16: the model `tal eval --user-scale` trains and measures.
+VIT_S_WIDTH_64_RGB = ViTSpec(
+    depth=12, embed_dim=384, num_heads=6, patch_size=16, img_size=64, in_chans=RGB
+)
 SCALES_SIZE = 600
 # Drawing ~ cost^-1/2: a ViT-S-width 12-block model about a twentieth as often as a 2-block
 # width-48 one, so most steps stay cheap and every step still meets wide models now and then.
 SCALES_COST_POWER = 0.5
+# Drawn by cost alone, depth 9-12 at width 384 is under one draw in fifty, and the 600 drawn
+# shapes may hold no such model in the formats `tal eval --user-scale` asks for (64 px, patch
+# 16; its 224-px proxy, 64 px, patch 8; RGB). One slot in ten comes from that corner: its models
+# cost about fifteen times a cost-weighted draw, so a draw costs 2.4 times as much on average.
+SCALES_CORNER = Corner(
+    min_depth=9,
+    min_width=384,
+    formats=(InputFormat(64, 16, RGB), InputFormat(64, 8, RGB)),
+    share=0.1,
+)
 
 PRESETS: dict[str, LibraryPreset] = {
     # Authors' ViTs-1K: depth 3-9; width 192-512 at depth 3, 256-512 at 4-5, 256-768 above.
@@ -156,7 +193,9 @@ PRESETS: dict[str, LibraryPreset] = {
         formats=SCALES_FORMATS,
         head_dims=(16, 64),
         held_out_models=SCALES_HELD_OUT,
+        held_out_specs=(VIT_S_WIDTH_64_RGB,),
         cost_power=SCALES_COST_POWER,
+        corner=SCALES_CORNER,
     ),
     # GPT-2 on a CPU: depth 2-6, width 64-256, heads of width 16-64, context 128-256 tokens,
     # GPT-2's vocabulary (the text tasks' tokenizer).
@@ -193,12 +232,36 @@ class ModelLibrary:
         weights = cost.pow(-power)
         return weights / weights.sum()
 
+    @property
+    def corner_share(self) -> float:
+        """The probability that a meta-batch slot is drawn from :meth:`corner_indices` (0
+        without a corner)."""
+        corner = PRESETS[self.name].corner
+        return corner.share if corner is not None else 0.0
+
+    def corner_indices(self) -> tuple[int, ...]:
+        """Positions in ``train`` of the preset's corner architectures (empty without one)."""
+        corner = PRESETS[self.name].corner
+        if corner is None:
+            return ()
+        return tuple(i for i, spec in enumerate(self.train) if in_corner(corner, spec))
+
 
 def training_cost(spec: ViTSpec | GPT2Spec) -> int:
     """Parameters times tokens per example: what a training step through ``spec`` costs, up to
     a constant."""
     tokens = spec.num_tokens if isinstance(spec, ViTSpec) else spec.n_positions
     return spec.num_params() * tokens
+
+
+def in_corner(corner: Corner, spec: ViTSpec | GPT2Spec) -> bool:
+    """Whether ``spec`` is one of ``corner``'s architectures."""
+    return (
+        isinstance(spec, ViTSpec)
+        and spec.depth >= corner.min_depth
+        and spec.embed_dim >= corner.min_width
+        and InputFormat(spec.img_size, spec.patch_size, spec.in_chans) in corner.formats
+    )
 
 
 def _width(spec: ViTSpec | GPT2Spec) -> int:
@@ -250,6 +313,25 @@ def _make(
     )
 
 
+def _options(
+    preset: LibraryPreset,
+    shapes: list[tuple[int, int]],
+    formats: tuple[InputFormat | None, ...],
+) -> list[tuple[int, int, int, float, int, InputFormat | None]]:
+    """Every ``(depth, width, heads, mlp_ratio, positions, format)`` the preset allows for
+    ``shapes`` (depth, width) in ``formats``."""
+    low, high = preset.head_dims
+    return [
+        (depth, width, heads, ratio, positions, image_format)
+        for depth, width in shapes
+        for heads in range(1, width // low + 1)
+        if width % heads == 0 and low <= width // heads <= high
+        for ratio in preset.mlp_ratios
+        for positions in preset.positions or (preset.n_positions,)
+        for image_format in formats
+    ]
+
+
 @lru_cache(maxsize=16)
 def build_library(name: str, seed: int = 0) -> ModelLibrary:
     """``preset.size`` distinct architectures (all, if fewer exist), deterministically."""
@@ -258,23 +340,32 @@ def build_library(name: str, seed: int = 0) -> ModelLibrary:
     preset = PRESETS[name]
     rng = random.Random(f"{name}:{seed}")
     formats = preset.formats if preset.family == "vit" else (None,)
-    options = []
-    for depth, width in _candidates(preset):
-        low, high = preset.head_dims
-        for heads in range(1, width // low + 1):
-            if width % heads == 0 and low <= width // heads <= high:
-                for ratio in preset.mlp_ratios:
-                    for positions in preset.positions or (preset.n_positions,):
-                        for image_format in formats:
-                            options.append((depth, width, heads, ratio, positions, image_format))
+    options = _options(preset, _candidates(preset), formats)
     if not options:
         raise ValueError(f"library {name!r} has no valid architecture")
     rng.shuffle(options)
-    specs = [_make(preset, *option) for option in options[: preset.size]]
+    chosen = options[: preset.size]
+    corner = preset.corner
+    if corner is not None:
+        deep_and_wide = [
+            (depth, width)
+            for depth, width in _candidates(preset)
+            if depth >= corner.min_depth and width >= corner.min_width
+        ]
+        chosen += [o for o in _options(preset, deep_and_wide, corner.formats) if o not in chosen]
+    specs = [_make(preset, *option) for option in chosen]
     specs.sort(key=lambda s: s.canonical_json())
-    train = tuple(s for s in specs if not is_held_out(s))
-    held_out = tuple(s for s in specs if is_held_out(s)) + tuple(
-        spec_from_timm_name(model).model_copy(update={"num_classes": PLACEHOLDER_CLASSES})
-        for model in preset.held_out_models
-    )
+    named = [spec_from_timm_name(model) for model in preset.held_out_models]
+    named += preset.held_out_specs
+    named = [spec.model_copy(update={"num_classes": PLACEHOLDER_CLASSES}) for spec in named]
+    named_shapes = {_shape(spec) for spec in named}
+    train = tuple(s for s in specs if not is_held_out(s) and _shape(s) not in named_shapes)
+    held_out = tuple(s for s in specs if is_held_out(s) and s not in named) + tuple(named)
     return ModelLibrary(name, train, held_out)
+
+
+def _shape(spec: ViTSpec | GPT2Spec) -> str:
+    """``spec``'s canonical JSON up to its head count."""
+    if not isinstance(spec, ViTSpec):
+        return spec.canonical_json()
+    return spec.model_copy(update={"num_heads": 1}).canonical_json()

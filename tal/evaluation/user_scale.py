@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from tal.arch import libraries
 from tal.arch.parse import parse_arch
 from tal.arch.specs import ViTSpec
 from tal.arch.target_models import build_model
@@ -51,9 +52,7 @@ TRANSFERS = ("weight_selection", "dct")
 METHODS = (RANDOM, *TRANSFERS, TAL, TAL_UNLIFTED)
 VIT_S_WIDTH_64_RGB = "vit_s_width_64_rgb"
 ARCHITECTURES: dict[str, ViTSpec] = {
-    VIT_S_WIDTH_64_RGB: ViTSpec(
-        depth=12, embed_dim=384, num_heads=6, patch_size=16, img_size=64, in_chans=3
-    ),
+    VIT_S_WIDTH_64_RGB: libraries.VIT_S_WIDTH_64_RGB,
     "vit_small_patch16_224": parse_arch("vit_small_patch16_224"),
     "vit_base_patch16_224": parse_arch("vit_base_patch16_224"),
 }

@@ -229,13 +229,22 @@ class HypernetTrainer(TrainLoop):
         return total
 
     def draw_architectures(self, generator: torch.Generator) -> list[int]:
-        """Indices of a step's ``meta_batch`` training architectures: uniform, or weighted by
-        the library's cost rule (:meth:`ModelLibrary.sampling_weights`)."""
-        weights = self.library.sampling_weights()
+        """Indices of a step's ``meta_batch`` training architectures: each slot, with the
+        probability of the library's corner share (:class:`Corner`), uniformly from its corner,
+        and otherwise uniformly or weighted by the library's cost rule
+        (:meth:`ModelLibrary.sampling_weights`)."""
         size = self.config.meta_batch
+        weights = self.library.sampling_weights()
         if weights is None:
-            return torch.randint(len(self.library.train), (size,), generator=generator).tolist()
-        return torch.multinomial(weights, size, replacement=True, generator=generator).tolist()
+            drawn = torch.randint(len(self.library.train), (size,), generator=generator)
+        else:
+            drawn = torch.multinomial(weights, size, replacement=True, generator=generator)
+        corner = self.library.corner_indices()
+        if not corner:
+            return drawn.tolist()
+        from_corner = torch.rand(size, generator=generator) < self.library.corner_share
+        cornered = torch.tensor(corner)[torch.randint(len(corner), (size,), generator=generator)]
+        return torch.where(from_corner, cornered, drawn).tolist()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

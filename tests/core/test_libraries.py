@@ -1,6 +1,15 @@
 import torch
 
-from tal.arch.libraries import PRESETS, InputFormat, build_library, is_held_out, training_cost
+from tal.arch.libraries import (
+    PRESETS,
+    RGB,
+    VIT_S_WIDTH_64_RGB,
+    InputFormat,
+    build_library,
+    in_corner,
+    is_held_out,
+    training_cost,
+)
 from tal.arch.parse import PLAIN_VIT_NAMES, spec_from_timm_name
 from tal.arch.specs import ViTSpec
 
@@ -58,6 +67,42 @@ def test_scales_library_covers_the_shapes_and_formats_users_request():
         timm_shape = spec_from_timm_name(name).model_copy(update={"num_classes": 10})
         assert timm_shape.canonical_json() in held_out and timm_shape not in train
     assert not held_out & {s.canonical_json() for s in train}
+
+
+def test_scales_library_holds_its_deep_wide_corner_but_not_the_user_scale_model():
+    """Depth 9-12 at width 384 in both formats the user-scale evaluation asks for, every head
+    count, joins the library; the evaluation's own model stays held out whatever its head
+    count, because the hypernetwork's prediction does not depend on it."""
+    preset = PRESETS["cpu-scales"]
+    library = build_library("cpu-scales")
+    corner = preset.corner
+    assert corner.formats == (InputFormat(64, 16, RGB), InputFormat(64, 8, RGB))
+    indices = library.corner_indices()
+    assert indices and all(in_corner(corner, library.train[i]) for i in indices)
+    assert {i for i, s in enumerate(library.train) if in_corner(corner, s)} == set(indices)
+    everything = set(library.train) | set(library.held_out)
+    for depth in range(9, 13):
+        for heads in (6, 8, 12, 16, 24):
+            for image_format in corner.formats:
+                spec = VIT_S_WIDTH_64_RGB.model_copy(
+                    update={
+                        "depth": depth,
+                        "num_heads": heads,
+                        "img_size": image_format.img_size,
+                        "patch_size": image_format.patch_size,
+                        "num_classes": 10,
+                    }
+                )
+                if depth == 12 and image_format.patch_size == 16:  # the evaluation's shape
+                    assert spec not in library.train
+                else:
+                    assert spec in everything
+                    assert (spec in library.train) == (not is_held_out(spec))
+    assert VIT_S_WIDTH_64_RGB.model_copy(update={"num_classes": 10}) in library.held_out
+    assert library.corner_share == corner.share
+    for name in ("cpu", "gpt2-cpu"):
+        assert build_library(name).corner_indices() == ()
+        assert build_library(name).corner_share == 0.0
 
 
 def test_scales_library_draws_cheap_architectures_more_often():

@@ -139,6 +139,27 @@ def test_stage1_on_the_scales_library_feeds_each_architecture_its_format(run_cop
         )
     }
     assert len(draws) == 2 and len(formats) > 4
+    check_corner_draws(trainer)
+
+
+def check_corner_draws(trainer):
+    """About the corner's share of the slots come from the library's deep, wide corner, the
+    same ones for the same step, and the other slots still reach beyond it."""
+    library = trainer.library
+    corner = set(library.corner_indices())
+    steps = range(1, 1001)
+    slots = [
+        i
+        for step in steps
+        for i in trainer.draw_architectures(step_generator(0, step, ARCH_STREAM))
+    ]
+    by_cost = float(library.sampling_weights()[sorted(corner)].sum())
+    expected = library.corner_share + (1 - library.corner_share) * by_cost
+    share = sum(i in corner for i in slots) / len(slots)
+    assert abs(share - expected) < 0.03  # 2,000 draws: over 4 standard deviations
+    assert len({i for i in slots if i in corner}) > len(corner) // 2
+    assert len({i for i in slots if i not in corner}) > len(corner)
+    assert trainer.draw_architectures(step_generator(0, 7, ARCH_STREAM)) == slots[12:14]
 
 
 def check_ancestry_import(version_dir, original_run, new_run):
