@@ -6,12 +6,11 @@ RGB, a tenth of the slots from its deep, wide corner; each architecture fed the 
 own format, the ancestry's logits distilled as in the CPU recipe), then prints the untrained
 test accuracy of user-scale architectures (default: the ViT-S-width model, 12 blocks, width
 384, patch 16, 64 px RGB; ``--architectures`` takes any of ``tal eval --user-scale``'s) on the
-tasks the ancestry learned for: the stored
-learngene as served (lifted from its proxy), its hypernetwork's own prediction (unlifted), the
-trained hypernetwork as served (predicted where the shape is in its range, lifted from its
-nearest proxy otherwise), and the ancestry's DCT transfer. The trained learngene is kept in
-``RUN_DIR/store``; ``--trained VERSION`` measures a kept one without training again
-(``--trained-only``: its rows alone).
+tasks the ancestry learned for: the stored learngene as served (lifted from its proxy), its
+hypernetwork's own prediction (unlifted), the trained hypernetwork as served (predicted where
+the shape is in its range, lifted from its nearest proxy otherwise), and the ancestry's DCT
+transfer. The trained learngene is kept in ``RUN_DIR/store``; ``--trained VERSION`` measures a
+kept one without training again (``--trained-only``: its rows alone).
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python experiments/does_training_at_user_scale_help.py \
         --steps 400 --run-dir runs/scales-experiment

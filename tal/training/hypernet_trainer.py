@@ -121,6 +121,9 @@ class HypernetTrainer(TrainLoop):
                 "retrain the ancestry on this suite or use distill_target 'features'"
             )
         self.library = build_library(config.library, config.seed)
+        # what every step's draw needs (draw_architectures), computed once
+        self.draw_weights = self.library.sampling_weights()
+        self.corner = torch.tensor(self.library.corner_indices(), dtype=torch.long)
         modulated = config.task_conditioning and preset(config.preset).encoder.task_conditioning
         hyper_config = preset(
             config.preset, task_dim=self.ancestry.width, task_conditioning=modulated
@@ -234,16 +237,14 @@ class HypernetTrainer(TrainLoop):
         and otherwise uniformly or weighted by the library's cost rule
         (:meth:`ModelLibrary.sampling_weights`)."""
         size = self.config.meta_batch
-        weights = self.library.sampling_weights()
-        if weights is None:
+        if self.draw_weights is None:
             drawn = torch.randint(len(self.library.train), (size,), generator=generator)
         else:
-            drawn = torch.multinomial(weights, size, replacement=True, generator=generator)
-        corner = self.library.corner_indices()
-        if not corner:
+            drawn = torch.multinomial(self.draw_weights, size, True, generator=generator)
+        if not len(self.corner):
             return drawn.tolist()
         from_corner = torch.rand(size, generator=generator) < self.library.corner_share
-        cornered = torch.tensor(corner)[torch.randint(len(corner), (size,), generator=generator)]
+        cornered = self.corner[torch.randint(len(self.corner), (size,), generator=generator)]
         return torch.where(from_corner, cornered, drawn).tolist()
 
     @torch.no_grad()
