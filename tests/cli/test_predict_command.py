@@ -152,8 +152,9 @@ def test_predict_for_a_new_tasks_images_fits_a_head_that_classifies_them(tmp_pat
     assert kept_metadata["tal.head"] == "predicted"
     spec = parse_arch(NEW_TASK_SPEC)
     norm = load_npz(data, image_size=spec.img_size, in_chans=spec.in_chans).norm
-    expected_norm = {"mean": list(norm.mean), "std": list(norm.std)}
-    assert json.loads(metadata["tal.input_norm"]) == expected_norm  # how to feed the head
+    # how to feed the head; the last bits of a reduction depend on the process's thread count
+    expected_norm = {"mean": pytest.approx(list(norm.mean)), "std": pytest.approx(list(norm.std))}
+    assert json.loads(metadata["tal.input_norm"]) == expected_norm
     # the same task embedding and body; only the classifier head differs
     assert {k for k in tensors if not torch.equal(tensors[k], predicted[k])} == {
         "head.weight",
