@@ -100,7 +100,8 @@ class Node:
     name: str
     shape: tuple[int, ...] | None
     block: int  # transformer block index; -1 before the first block, depth after the last
-    features: tuple[int, int, int] = (0, 0, 0)  # (out, in, kernel area) for the shape encoding
+    # the shape encoding's input: (out, in, kernel area); (heads, head width, 0) for attention
+    features: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclass(eq=False)
@@ -310,11 +311,15 @@ def _transformer_block(
     index: int,
     names: _BlockNames,
     width: int,
+    heads: int,
     hidden: int,
     qkv_bias: bool,
     depth: int,
 ) -> int:
     """Adds ``x + attn(ln(x))`` then ``+ mlp(ln(.))``; returns the block's output node.
+
+    The attention node's features are its head count and head width, so that an encoder that
+    reads them (``EncoderConfig.head_features``) tells specs apart that differ only in heads.
 
     The projections that write into the residual stream get variance gain ``1 / (2 * depth)``
     (GPT-2's residual scaling), so the stream grows as slowly as under timm's init.
@@ -325,7 +330,7 @@ def _transformer_block(
     t = names.transposed
     h = g.layer_norm(x, p + names.norm1, width)
     h = g.linear(h, p + names.qkv, 3 * width, width, bias=qkv_bias, transposed=t)
-    h = g.node(OpType.MSA, (h,), p + "attn")
+    h = g.node(OpType.MSA, (h,), p + "attn", features=(heads, width // heads, 0))
     h = g.linear(h, p + names.proj, width, width, transposed=t, gain=residual_gain)
     x = g.node(OpType.SUM, (x, h))
     h = g.layer_norm(x, p + names.norm2, width)
@@ -356,7 +361,15 @@ def _build_vit(spec: ViTSpec) -> ComputationalGraph:
     )
     for index in range(spec.depth):
         x = _transformer_block(
-            g, x, index, VIT_BLOCK, width, spec.mlp_hidden_dim, spec.qkv_bias, spec.depth
+            g,
+            x,
+            index,
+            VIT_BLOCK,
+            width,
+            spec.num_heads,
+            spec.mlp_hidden_dim,
+            spec.qkv_bias,
+            spec.depth,
         )
     g.block = spec.depth
     if spec.class_token:
@@ -393,7 +406,15 @@ def _build_gpt2(spec: GPT2Spec) -> ComputationalGraph:
     assert spec.n_inner is not None  # resolved by the spec validator
     for index in range(spec.n_layer):
         x = _transformer_block(
-            g, x, index, GPT2_BLOCK, width, spec.n_inner, qkv_bias=True, depth=spec.n_layer
+            g,
+            x,
+            index,
+            GPT2_BLOCK,
+            width,
+            spec.n_head,
+            spec.n_inner,
+            qkv_bias=True,
+            depth=spec.n_layer,
         )
     g.block = spec.n_layer
     x = g.layer_norm(x, "transformer.ln_f", width)

@@ -104,8 +104,8 @@ class LibraryPreset:
             (``positions`` to draw from; default ``n_positions``).
         held_out_models: timm model names added to the held-out split as they are.
         held_out_specs: further shapes added to the held-out split; like the timm models, no
-            training architecture shares their shape whatever its head count (the
-            hypernetwork's prediction does not depend on it).
+            training architecture shares their shape whatever its head count (a hypernetwork
+            without ``head_features``, the default, predicts every head count the same weights).
         cost_power: the trainer draws architectures with probability ``~ cost^-cost_power``
             (:meth:`ModelLibrary.sampling_weights`; 0: uniformly).
         corner: architectures drawn in a fixed share of the slots (None: no such share).

@@ -219,6 +219,8 @@ def _stage(args: argparse.Namespace, stage: int) -> int:
     overrides["stage"] = stage
     if args.no_task_conditioning:
         overrides["task_conditioning"] = False
+    if args.head_features:
+        overrides["head_features"] = True
     if args.lr is not None:
         overrides["optim"] = {"lr": args.lr}
     config = load_config(HypernetTrainConfig, args.config, overrides)
@@ -265,7 +267,11 @@ def _cmd_default(args: argparse.Namespace) -> int:
     text_ancestry_metrics = _text_ancestry(args, run_dir, dist)
     stage1 = HypernetTrainer(
         HypernetTrainConfig(
-            stage=1, run_dir=run_dir, decoder=args.decoder, **_mixed_steps(args, 1)
+            stage=1,
+            run_dir=run_dir,
+            decoder=args.decoder,
+            head_features=args.head_features,
+            **_mixed_steps(args, 1),
         ),
         dist,
     )
@@ -275,6 +281,7 @@ def _cmd_default(args: argparse.Namespace) -> int:
             stage=2,
             run_dir=run_dir,
             decoder=args.decoder,
+            head_features=args.head_features,
             **_mixed_steps(args, 2),
             task_temperature=args.stage2_task_temperature,
             distill_target=args.stage2_distillation,
@@ -310,6 +317,14 @@ def _cmd_default(args: argparse.Namespace) -> int:
         )
         print(f"exported {path} after {wall / 60:.1f} min")
     return 0
+
+
+def _head_features_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--head-features",
+        action="store_true",
+        help="the hypernetwork reads each attention layer's head count and head width",
+    )
 
 
 def _run(func):
@@ -385,6 +400,7 @@ def register(commands: argparse._SubParsersAction) -> None:
             help="0 trains with cross-entropy only (the baselines)",
         )
         sub.add_argument("--no-task-conditioning", action="store_true")
+        _head_features_option(sub)
         _ancestry_from_option(sub)
         sub.add_argument(
             "--init-from",
@@ -411,6 +427,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     default.add_argument("--ancestry-steps", type=int, default=recipe.ancestry_steps)
     default.add_argument("--text-ancestry-steps", type=int, default=recipe.text.ancestry_steps)
     _ancestry_from_option(default)
+    _head_features_option(default)
     default.add_argument(
         "--stage1-steps", type=int, default=recipe.stage1_steps, help="image steps of stage 1"
     )

@@ -20,6 +20,10 @@ class EncoderConfig:
     shape_frequencies: int = 8
     task_dim: int = 192  # width of the ancestry model's CLS feature
     task_conditioning: bool = True
+    # read each attention node's head count and head width; without them specs that differ
+    # only in their heads are one graph to the encoder and are predicted the same weights
+    # (measured no better with them: docs/lab/ablations.md round 14)
+    head_features: bool = False
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,11 @@ class GraphEncoder(nn.Module):
             raise ValueError(
                 f"task embedding must have shape ({self.config.task_dim},), got {tuple(task.shape)}"
             )
-        log_sizes = torch.log2(1.0 + graph["node_shape"].float())  # (N, 3)
+        node_shape = graph["node_shape"]  # (N, 3)
+        if not self.config.head_features:
+            attention = (graph["node_feat"] == OpType.MSA).unsqueeze(-1)  # (N, 1)
+            node_shape = node_shape.masked_fill(attention, 0)
+        log_sizes = torch.log2(1.0 + node_shape.float())  # (N, 3)
         shape = self.sinusoids(log_sizes).flatten(1)  # (N, 3 * 2F)
         depth = torch.cat(
             [

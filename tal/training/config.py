@@ -142,6 +142,9 @@ class HypernetTrainConfig(_Config):
     )
     norm_penalty: float = Field(3e-5, ge=0)
     task_conditioning: bool = True
+    head_features: bool = Field(
+        False, description="the encoder reads each attention node's head count and head width"
+    )
     decoder: dict[str, Any] = Field(
         default_factory=dict,
         description="DecoderConfig fields that replace the preset's (ablations), "

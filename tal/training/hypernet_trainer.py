@@ -126,7 +126,10 @@ class HypernetTrainer(TrainLoop):
         self.corner = torch.tensor(self.library.corner_indices(), dtype=torch.long)
         modulated = config.task_conditioning and preset(config.preset).encoder.task_conditioning
         hyper_config = preset(
-            config.preset, task_dim=self.ancestry.width, task_conditioning=modulated
+            config.preset,
+            task_dim=self.ancestry.width,
+            task_conditioning=modulated,
+            head_features=config.head_features,
         )
         hyper_config = dataclasses.replace(
             hyper_config,

@@ -19,6 +19,18 @@ def test_graph_follows_the_papers_format():
     assert ops.count(OpType.LAYER_NORM) == 5
 
 
+def test_attention_nodes_carry_their_head_count_and_head_width():
+    for spec, heads, head_width in (
+        (SMALL_VIT, 2, 16),
+        (SMALL_VIT.model_copy(update={"num_heads": 8}), 8, 4),
+        (GPT2Spec(n_layer=2, n_embd=48, n_head=3, vocab_size=11, n_positions=8), 3, 16),
+    ):
+        graph = build_graph(spec)
+        attention = [node for node in graph.nodes if node.op == OpType.MSA]
+        assert len(attention) == 2
+        assert {node.features for node in attention} == {(heads, head_width, 0)}
+
+
 def test_distances_match_breadth_first_search():
     graph = build_graph(GPT2Spec(n_layer=3, n_embd=16, n_head=2, vocab_size=11, n_positions=8))
     digraph = nx.DiGraph([(int(s), int(d)) for s, d, _ in graph.edges])

@@ -1,5 +1,6 @@
 """Decoder scaling, rank, task conditioning, gradients and the baseline switches."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -10,10 +11,23 @@ from tal.arch.functional import forward_with
 from tal.arch.specs import ViTSpec
 from tal.arch.target_models import build_model
 from tal.checkpoints.learngene import Learngene
-from tal.hypernet import TALHypernet, preset
+from tal.hypernet import HypernetConfig, TALHypernet, preset
 from tal.hypernet.decoder import RelativeBasis
 
 SPEC = ViTSpec(depth=2, embed_dim=256, num_heads=4, img_size=32, patch_size=4, num_classes=10)
+
+
+def test_head_counts_are_told_apart_only_with_head_features():
+    more_heads = SPEC.model_copy(update={"num_heads": 16})
+    blind = Learngene.fresh()
+    first, second = blind.predict(SPEC), blind.predict(more_heads)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    stored = json.loads(blind.hypernet.config.to_json())
+    del stored["encoder"]["head_features"]  # as every checkpoint before the field records it
+    assert HypernetConfig.from_dict(stored) == blind.hypernet.config
+    reading = Learngene(TALHypernet(preset("tal", head_features=True)).eval())
+    first, second = reading.predict(SPEC), reading.predict(more_heads)
+    assert any(not torch.equal(first[name], second[name]) for name in first)
 
 
 @torch.no_grad()

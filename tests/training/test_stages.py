@@ -181,11 +181,17 @@ def check_ancestry_import(version_dir, original_run, new_run):
 
 def test_baseline_switches(run_copy):
     config = tiny_stage_config(
-        run_copy, preset="ghn3", distill_weight=0.0, steps=3, decoder={"basis_size": 32}
+        run_copy,
+        preset="ghn3",
+        distill_weight=0.0,
+        steps=3,
+        decoder={"basis_size": 32},
+        head_features=True,
     )
     trainer = HypernetTrainer(config, CPU, DATA_LIMIT)
     trainer.run()
     assert not trainer.hypernet.config.encoder.task_conditioning
+    assert trainer.hypernet.config.encoder.head_features
     assert trainer.hypernet.config.decoder.basis == "periodic"
     assert trainer.hypernet.config.decoder.basis_size == 32  # the override
 
