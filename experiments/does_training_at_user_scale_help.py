@@ -10,7 +10,8 @@ tasks the ancestry learned for: the stored learngene as served (lifted from its 
 hypernetwork's own prediction (unlifted), the trained hypernetwork as served (predicted where
 the shape is in its range, lifted from its nearest proxy otherwise), and the ancestry's DCT
 transfer. The trained learngene is kept in ``RUN_DIR/store``; ``--trained VERSION`` measures a
-kept one without training again (``--trained-only``: its rows alone).
+kept one without training again (``--trained-only``: its rows alone; ``--served-only``: the
+stored learngene's rows alone, no training).
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python experiments/does_training_at_user_scale_help.py \
         --steps 400 --run-dir runs/scales-experiment
@@ -100,10 +101,15 @@ def main() -> None:
     parser.add_argument(
         "--trained-only", action="store_true", help="skip the stored learngene's starts"
     )
+    parser.add_argument(
+        "--served-only", action="store_true", help="the stored learngene's starts, no training"
+    )
     args = parser.parse_args()
     name, _, version = args.checkpoint.partition(":")
     learngene = Learngene.load(name, version or store.LATEST, device="cpu")
-    if args.trained:
+    if args.served_only:
+        trained = learngene
+    elif args.trained:
         trained = Learngene.load(TRAINED, args.trained, args.run_dir / "store", device="cpu")
     else:
         trained = train_on_scales(learngene, args)
@@ -117,6 +123,8 @@ def main() -> None:
     }
     if args.trained_only:
         starts = {label: start for label, start in starts.items() if start[0] is scaled}
+    if args.served_only:
+        starts = {label: start for label, start in starts.items() if start[0] is served}
     tasks = list(learngene.ancestry.task_offsets)
     for arch in args.architectures:
         spec = ARCHITECTURES[arch]
