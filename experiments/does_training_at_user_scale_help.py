@@ -98,10 +98,11 @@ def main() -> None:
         "--architectures", nargs="+", choices=list(ARCHITECTURES), default=[VIT_S_WIDTH_64_RGB]
     )
     parser.add_argument("--trained", help="a version in RUN_DIR/store to measure; no training")
-    parser.add_argument(
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
         "--trained-only", action="store_true", help="skip the stored learngene's starts"
     )
-    parser.add_argument(
+    only.add_argument(
         "--served-only", action="store_true", help="the stored learngene's starts, no training"
     )
     args = parser.parse_args()

@@ -51,6 +51,7 @@ def main() -> None:
         if info.name in learngene.tasks and info.name != task.name
     ]
     known = torch.stack([learngene.tasks[n] for n in known_names])
+    known_mean = known.mean(dim=0)
     own = learngene.tasks[task.name]
     support = load_task(task.name, "train", limit=TASK_EMBEDDING_EXAMPLES)
     evaluation = load_task(task.name, "test", limit=args.test_examples)
@@ -58,10 +59,10 @@ def main() -> None:
     print("distance to each known task:", dict(zip(known_names, distances.tolist(), strict=True)))
     conditions = {
         "own": own,
-        "mean of known": known.mean(dim=0),
+        "mean of known": known_mean,
         **{f"known: {n}": e for n, e in zip(known_names, known, strict=True)},
         **{f"mixture t={t}": mixture(own, known, t) for t in (0.1, 0.3, 1.0)},
-        "halfway to the mean": (own + known.mean(dim=0)) / 2,
+        "halfway to the mean": (own + known_mean) / 2,
     }
     archs = eval_architectures(EvalConfig())
     print(f"{'condition':24s} " + " ".join(f"{a:>8s}" for a in archs) + "     mean")
