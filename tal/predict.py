@@ -12,7 +12,8 @@ Every blob carries metadata: ``tal.spec`` (canonical JSON), ``tal.task``, ``tal.
 ``tal.format``, ``tal.dtype``, ``tal.head``, with a task's images ``tal.input_norm`` (the
 normalisation their embedding and a fitted head expect), and for a ViT outside the learngene's
 trained range ``tal.proxy`` (the spec predicted, then lifted to this one: ``tal.transfer.lift``,
-in place in the payload the target's own prediction was decoded into).
+in place in the payload the target's own prediction was decoded into) and, where its first
+blocks rebuild the proxy's patch grid, ``tal.adapter_blocks``.
 """
 
 from __future__ import annotations
@@ -44,11 +45,17 @@ from tal.hypernet.arena import OUTPUT_POOL
 from tal.hypernet.decoder import arena_pieces
 from tal.tasks import TaskData
 from tal.tasks.text.data import TextTaskData
+from tal.transfer.regrid import plan_regrid
 
 CPU = torch.device("cpu")
 PROXY_METADATA_KEY = "tal.proxy"
 """Present when the ViT is outside the learngene's trained range: the canonical JSON of the
 in-range spec that was predicted and lifted to it (``tal.transfer.lift``)."""
+ADAPTER_METADATA_KEY = "tal.adapter_blocks"
+"""Present when the lift rebuilt the proxy's coarser patch grid in the target's first blocks
+(``tal.transfer.regrid``): how many blocks (a decimal string). Their gradients are one to two
+orders larger than the rest's (they read codes a hundred times their content): a fine-tuning
+recipe that clips the global gradient norm should leave them out of it, or freeze them."""
 
 
 @lru_cache(maxsize=1)
@@ -147,6 +154,9 @@ def predict_blob(
     proxy = learngene.proxy(spec)
     if proxy is not None:
         metadata[PROXY_METADATA_KEY] = proxy.canonical_json()
+        regrid = plan_regrid(proxy, spec)
+        if regrid is not None:
+            metadata[ADAPTER_METADATA_KEY] = str(regrid.depth)
     if head == HEAD_DISCRIMINANT:
         return _with_fitted_head(
             learngene, spec, embedding, format, output_dtype, metadata, support

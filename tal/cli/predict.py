@@ -49,7 +49,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tal.checkpoints.ancestry import TASK_EMBEDDING_EXAMPLES, NoAncestryError
     from tal.checkpoints.learngene import Learngene, load_default
     from tal.heads.support import INPUT_NORM_METADATA_KEY
-    from tal.predict import PROXY_METADATA_KEY, predict_blob, predict_for_task_data
+    from tal.predict import (
+        ADAPTER_METADATA_KEY,
+        PROXY_METADATA_KEY,
+        predict_blob,
+        predict_for_task_data,
+    )
     from tal.tasks.errors import UnknownTaskError
 
     if args.task and args.task_data:
@@ -85,6 +90,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         proxy = blob.layout.metadata.get(PROXY_METADATA_KEY)
         if proxy:
             head_note += f"; outside the trained range, lifted from {proxy}"
+        adapter = blob.layout.metadata.get(ADAPTER_METADATA_KEY)
+        if adapter:
+            head_note += f"; its first {adapter} blocks rebuild the proxy's patch grid"
         if args.out_dir is not None:
             norm = blob.layout.metadata.get(INPUT_NORM_METADATA_KEY)
             input_norm = json.loads(norm) if norm else None

@@ -15,7 +15,8 @@ spec, seed, head rows) and return a state dict that loads with ``strict=True`` i
     >>> state = dct_transfer(source_spec, source_state, target_spec, seed=0, head_rows=(0, 10))
 
 ``tal.checkpoints.ancestry.Ancestry.transfer`` applies them to the ancestry model;
-:mod:`tal.transfer.lift` to a learngene's own predictions outside its trained range.
+:mod:`tal.transfer.lift` to a learngene's own predictions outside its trained range, with
+:mod:`tal.transfer.regrid` where the target's patch grid is finer than the proxy's.
 """
 
 from __future__ import annotations
