@@ -55,7 +55,12 @@ def _cmd_eval_text(args: argparse.Namespace) -> int:
 def _cmd_eval_user_scale(args: argparse.Namespace) -> int:
     """``tal eval --user-scale``: the shipped learngene and the training-free baselines at
     ViT-S/B shapes -> docs/user_scale.{md,json} and a block of docs/results.md."""
-    from tal.evaluation.user_scale import USER_SCALE_QUICK, UserScaleConfig, run_user_scale
+    from tal.evaluation.user_scale import (
+        USER_SCALE_QUICK,
+        UserScaleConfig,
+        remeasure_untrained,
+        run_user_scale,
+    )
     from tal.evaluation.user_scale_report import read_user_scale, write_user_scale_report
     from tal.training.config import ConfigError, load_config
 
@@ -66,6 +71,9 @@ def _cmd_eval_user_scale(args: argparse.Namespace) -> int:
         config = load_config(UserScaleConfig, args.config, overrides)
         if args.report_only:
             results = read_user_scale(config.output_dir / "user_scale.json")
+        elif args.remeasure:
+            earlier = read_user_scale(config.output_dir / "user_scale.json")
+            results = remeasure_untrained(earlier, tuple(args.remeasure))
         else:
             results = run_user_scale(config, config.output_dir / "user_scale.partial.json")
     except (ConfigError, FileNotFoundError, ValueError) as exc:
@@ -168,12 +176,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="measure a stored learngene against weight selection and the DCT transfer at "
         "ViT-S/B shapes, RGB, 64-224 px (docs/user_scale.md; tal.evaluation.user_scale); "
-        "takes --config, --checkpoint, --output-dir, --quick, --report-only",
+        "takes --config, --checkpoint, --output-dir, --quick, --report-only, --remeasure",
     )
     evaluate.add_argument(
         "--checkpoint",
         default=None,
         help="with --user-scale: NAME or NAME:VERSION in the model store (default tal-default)",
+    )
+    evaluate.add_argument(
+        "--remeasure",
+        nargs="+",
+        metavar="ARCH",
+        default=None,
+        help="with --user-scale: measure the untrained figures of these architectures again "
+        "into OUTPUT_DIR/user_scale.json (every method; the rest of the earlier run is kept)",
     )
     evaluate.add_argument("--quick", action="store_true", help="tiny budget (tests)")
     evaluate.add_argument("--fresh", action="store_true", help="discard earlier training state")

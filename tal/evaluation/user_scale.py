@@ -44,6 +44,7 @@ from tal.heads.discriminant import fit_discriminant_head
 from tal.heads.support import task_support
 from tal.tasks import TaskData, list_tasks, load_task
 from tal.transfer.layout import target_initial_state
+from tal.transfer.regrid import plan_regrid
 
 RANDOM = "random"
 TAL = "tal"
@@ -369,6 +370,44 @@ def run_user_scale(config: UserScaleConfig, partial: Path | None = None) -> dict
     return results
 
 
+def remeasure_untrained(results: dict[str, Any], architectures: tuple[str, ...]) -> dict[str, Any]:
+    """An earlier run's ``results`` with the untrained figures of ``architectures`` measured
+    again (its config, checkpoint and methods; this code): what a change that moves only those
+    figures needs, at a fraction of a whole run's time. Each method's largest change, in
+    points, is kept under ``remeasured`` with the time and machine, so a figure that should not
+    have moved (timm's init, the transfers) shows that it did not."""
+    unknown = [arch for arch in architectures if arch not in results["untrained"]]
+    if unknown:
+        raise ValueError(
+            f"{unknown} not in the earlier run; it measured {list(results['untrained'])}"
+        )
+    config = UserScaleConfig.model_validate(results["config"])
+    name, _, version = results["checkpoint"].partition("/")
+    learngene = Learngene.load(name, version, device="cpu")
+    scale = UserScale(learngene, config)
+    started = time.perf_counter()
+    measured = measure_untrained(scale, _tasks(config), architectures)
+    moved: dict[str, float] = {}
+    for arch, rows in measured.items():
+        for task, row in rows.items():
+            for method, value in row.items():
+                earlier = results["untrained"][arch].get(task, {}).get(method)
+                if earlier is not None:
+                    change = 100 * abs(value - earlier)
+                    moved[method] = max(moved.get(method, 0.0), change)
+        results["untrained"][arch] = rows
+        results["proxies"][arch] = _proxy_json(learngene, ARCHITECTURES[arch])
+    results.setdefault("remeasured", []).append(
+        {
+            "architectures": list(architectures),
+            "seconds": time.perf_counter() - started,
+            "environment": describe_environment(),
+            "largest_change_points": moved,
+        }
+    )
+    return results
+
+
 def _save(results: dict[str, Any], path: Path | None) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -376,5 +415,10 @@ def _save(results: dict[str, Any], path: Path | None) -> None:
 
 
 def _proxy_json(learngene: Learngene, spec: ViTSpec) -> dict[str, Any] | None:
+    """The proxy ``spec`` is predicted at (None: in range), and ``adapter_blocks``, the blocks
+    that rebuild the proxy's patch grid from a finer one (``tal.transfer.regrid``; 0: none)."""
     proxy = learngene.proxy(spec)
-    return None if proxy is None else proxy.model_dump(mode="json")
+    if proxy is None:
+        return None
+    plan = plan_regrid(proxy, spec)
+    return {**proxy.model_dump(mode="json"), "adapter_blocks": plan.depth if plan else 0}

@@ -162,7 +162,8 @@ def _untrained_lines(results: dict[str, Any]) -> list[str]:
             + (
                 f"depth {proxy['depth']}, width {proxy['embed_dim']}, {proxy['num_heads']} heads, "
                 f"{proxy['img_size']} px, patch {proxy['patch_size']}, "
-                f"{proxy['in_chans']} channel(s), then lifted (`tal.transfer.lift`)."
+                f"{proxy['in_chans']} channel(s), then lifted (`tal.transfer.lift`)"
+                + _adapter_clause(proxy)
                 if proxy
                 else "its own shape (inside the trained range)."
             ),
@@ -179,6 +180,17 @@ def _untrained_lines(results: dict[str, Any]) -> list[str]:
             )
         lines.append("")
     return lines
+
+
+def _adapter_clause(proxy: dict[str, Any]) -> str:
+    blocks = proxy.get("adapter_blocks", 0)
+    if not blocks:
+        return "."
+    grid = proxy["img_size"] // proxy["patch_size"]
+    return (
+        f"; its first {blocks} blocks rebuild the proxy's {grid} x {grid} patch grid from the "
+        "finer one (`tal.transfer.regrid`)."
+    )
 
 
 def _layer_decay(config: dict[str, Any], key: str) -> str:
@@ -249,6 +261,7 @@ def render(results: dict[str, Any]) -> str:
         f"learn are measured at {', '.join(config['unseen_task_architectures'])}, every "
         f"method's head a shrinkage-LDA head fitted to {config['support_examples']} training "
         "images.",
+        *_remeasured_lines(results),
         "",
         "## Targets",
         "",
@@ -267,6 +280,25 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _remeasured_lines(results: dict[str, Any]) -> list[str]:
+    """A paragraph per later re-measurement (``tal eval --user-scale --remeasure``)."""
+    lines = []
+    for entry in results.get("remeasured", []):
+        changes = ", ".join(
+            f"{method} {points:.1f}" for method, points in entry["largest_change_points"].items()
+        )
+        environment = entry["environment"]
+        lines += [
+            "",
+            "Untrained figures at " + ", ".join(entry["architectures"]) + " measured again "
+            f"later with `tal eval --user-scale --remeasure` ({entry['seconds'] / 60:.0f} "
+            f"minutes; {environment['cpu_model']}, CPU kernels {environment['cpu_kernels']}, "
+            f"{environment['torch_threads']} torch threads); largest change per method, "
+            f"points: {changes}.",
+        ]
+    return lines
 
 
 def results_block(results: dict[str, Any]) -> str:

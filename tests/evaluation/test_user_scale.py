@@ -68,6 +68,22 @@ def test_user_scale_quick_measures_every_method_and_keeps_results_md(tmp_path):
     assert (docs / "user_scale.md").read_text() == page
     assert (docs / "results.md").read_text() == summary
 
+    # one architecture measured again: same code, checkpoint and machine, same figures
+    again = _run("--remeasure", VIT_S_WIDTH_64_RGB, "--output-dir", str(docs))
+    assert again.returncode == 0, again.stderr[-3000:]
+    remeasured = json.loads((docs / "user_scale.json").read_text())
+    (entry,) = remeasured["remeasured"]
+    assert entry["architectures"] == [VIT_S_WIDTH_64_RGB]
+    assert entry["largest_change_points"] == dict.fromkeys(METHODS, 0.0)
+    assert remeasured["untrained"] == results["untrained"]
+    assert remeasured["finetuned"] == results["finetuned"]
+    assert (
+        "measured again later with `tal eval --user-scale --remeasure`"
+        in (docs / "user_scale.md").read_text()
+    )
+    refused = _run("--remeasure", "vit_huge", "--output-dir", str(docs))
+    assert refused.returncode == 2 and "not in the earlier run" in refused.stderr
+
 
 def test_unknown_architecture_or_task_is_refused(tmp_path):
     config = tmp_path / "bad.json"
@@ -154,3 +170,12 @@ def test_the_fine_tuning_recipe_states_its_layer_decay_and_old_runs_render_witho
     assert "cosine, layer-wise learning-rate decay 0.75; seeds" in render(results)
     del results["config"]["finetune_layer_decay"]  # a run from before the option
     assert "then cosine; seeds" in render(results)
+
+
+def test_the_report_names_an_adapter_and_old_runs_render_without_one():
+    results = _results(tal_final=0.8, random_final=0.6)
+    proxy = {"depth": 6, "embed_dim": 192, "num_heads": 3, "img_size": 32, "patch_size": 8}
+    results["proxies"][VIT_S_WIDTH_64_RGB] = {**proxy, "in_chans": 1, "adapter_blocks": 5}
+    assert "its first 5 blocks rebuild the proxy's 4 x 4 patch grid" in render(results)
+    del results["proxies"][VIT_S_WIDTH_64_RGB]["adapter_blocks"]  # a run from before them
+    assert "1 channel(s), then lifted (`tal.transfer.lift`).\n" in render(results)
