@@ -1,6 +1,7 @@
 """Why does fine-tuning undo the served weights at user scale? (docs/lab/user_scale.md)
 
-At the ViT-S-width model (12 blocks, width 384, patch 16, 64 px RGB) and one task, for each
+At the ViT-S-width model (12 blocks, width 384, patch 16, 64 px RGB; ``--architecture`` takes
+any of ``tal eval --user-scale``'s) and one task, for each
 initialisation this prints, before any step: the loss, the logits' and the classifier head's
 scale, each block's output RMS (the residual stream) and each block's gradient norm on one
 batch; then fine-tunes it (AdamW, linear warm-up over the first epoch, then cosine) and prints
@@ -99,18 +100,20 @@ def main() -> None:
     parser.add_argument("--few-shot", action="store_true")
     parser.add_argument("--layer-decays", nargs="+", type=float, default=[1.0])
     parser.add_argument("--head-only-epochs", nargs="+", type=int, default=[0])
+    parser.add_argument("--architecture", choices=list(ARCHITECTURES), default=VIT_S_WIDTH_64_RGB)
+    parser.add_argument("--test-examples", type=int, default=500)
     args = parser.parse_args()
 
     learngene = Learngene.load(device="cpu")
     scale = UserScale(learngene, UserScaleConfig(tasks=(args.task,)))
     classes = {info.name: info.num_classes for info in list_tasks()}[args.task]
-    spec = ARCHITECTURES[VIT_S_WIDTH_64_RGB].model_copy(update={"num_classes": classes})
+    spec = ARCHITECTURES[args.architecture].model_copy(update={"num_classes": classes})
     fmt = {"image_size": spec.img_size, "in_chans": spec.in_chans}
     if args.few_shot:
         train = task_support(load_task(args.task, "train", **fmt))
     else:
         train = load_task(args.task, "train", limit=args.examples, **fmt)
-    test = load_task(args.task, "test", limit=500, **fmt)
+    test = load_task(args.task, "test", limit=args.test_examples, **fmt)
     batch = 32 if args.few_shot else 64
     inits = [*args.inits, *(f"tal-gain-{gain:g}" for gain in args.stream_gains)]
     variants = itertools.product(
