@@ -11,31 +11,32 @@ first blocks (the **adapter**), in closed form:
 
 1. **Patch embedding.** Each token writes the mean of each of its ``s x s`` sub-cells (per
    proxy channel, the target's channels mixed as :func:`convert_kernel_channels` mixes them)
-   into the residual stream, scaled by :data:`CONTENT_SCALE`; the position embedding writes a
-   code per token: which proxy patch its centre lies in, which slot it fills in each proxy
-   patch it overlaps (per axis), its *phase* (how its sub-cells fall on the proxy's pixels),
-   and a constant that gives every token the same norm.
+   into the residual stream; the position embedding writes, :data:`CODE_SCALE` times larger, a
+   code per token: which proxy token it will hold (:func:`token_roles`), which slot it fills in
+   each proxy patch it overlaps (per axis), its *phase* (how its sub-cells fall on the proxy's
+   pixels), and a constant that gives every token the same norm.
 2. **Block 1's MLP** copies each token's content into the slot of its phase pair (GELU units
-   gated by the phase code: ``gelu(z + B) - gelu(B)`` where the phase matches, zero elsewhere),
-   so a fixed linear map can treat each phase with its own weights.
-3. **Gather heads**, one per slot pair, over the next blocks: every token of a proxy patch
-   attends (with a margin of :data:`HARD_LOGIT` nats) to the token in that slot of its own
-   patch, or to the class token, whose content is zero, where the slot is empty; the value is
-   that token's phase-gated content and the output projection applies the proxy's patch kernel
-   to the sub-cells' share of each proxy pixel (area weights), adding into a scratch space.
-4. **The last adapter block**: self-attention heads read the scratch back as the proxy's
-   stream (its patch embedding of patch ``j``, plus its bias and position ``j``; the class
-   token gets the proxy's class token and position), mapped to the target's width by the lift's
-   stream map (:func:`stream_map`), and erase the codes.
+   gated by the phase code: ``gelu(c + B) - gelu(B)`` where the phase matches, about zero
+   elsewhere), so a fixed linear map can treat each phase with its own weights.
+3. **Gather heads**, one per slot pair, over the next blocks: every token attends (with a
+   margin of :data:`HARD_LOGIT` nats) to the token in that slot of the proxy patch it will
+   hold, or to the class token, whose content is zero, where the slot is empty; the value is
+   that token's phase-gated content and the output projection adds the sub-cells' shares of
+   each proxy pixel (area weights) into a scratch space. The last gather block's MLP erases the
+   content.
+4. **The last adapter block**: self-attention heads read the scratch through the proxy's patch
+   kernel (its embedding of patch ``j``), add its bias and position ``j`` (for the class token
+   and its copies, the proxy's class token and position), all mapped to the target's width by
+   the lift's stream map (:func:`stream_map`), and erase the scratch and the codes.
 
-Every token then carries ``T (e_j + b + p_j)``, the lifted stream of its proxy patch ``j``; the
-lifted proxy blocks follow (a proxy patch is repeated once per target token whose centre lies in
-it, which weighs it in attention by its count). While the adapter runs, every feature sits in
-its own direction orthogonal to the all-ones vector (the highest DCT frequencies of the width),
-so each LayerNorm only divides by a norm the codes fix: content rides at
-:data:`CONTENT_SCALE`, small enough that its share of the norm changes the division by about
-``CONTENT_SCALE**2``. The result is the proxy's function on the image area-averaged to the
-proxy's size, up to those sub-cell means (a sub-cell is taken as flat) and float rounding.
+Every token then carries ``T (e_j + b + p_j)``, the lifted stream of the proxy token it holds;
+the lifted proxy blocks follow. Attention weighs a proxy token by how many target tokens hold
+it, so :func:`token_roles` makes the counts as even as they can be (11 or 12 at 224 px). While
+the adapter runs, every feature sits in its own direction orthogonal to the all-ones vector (the
+highest DCT frequencies of the width), so each LayerNorm only divides by the norm the codes fix:
+the content's share of it changes the division by about ``CODE_SCALE**-2``. The result is the
+lifted proxy on the image area-averaged to the proxy's size, up to the sub-cell means (a
+sub-cell is taken as flat), the counts' unevenness and float rounding.
 
 :func:`plan_regrid` says whether a target can hold an adapter (a class token, a patch grid finer
 than the proxy's, enough width, heads and depth); :func:`regrid_adapter` builds its tensors.
@@ -563,9 +564,9 @@ def _erasing_mlp(stream: _Stream, out: dict[str, torch.Tensor]) -> None:
 
 
 def _gather_head(stream: _Stream, head: _Head, slot_x: int, slot_y: int) -> None:
-    """One gather head: each token reads the token in slot ``(slot_y, slot_x)`` of its proxy
-    patch (the class token where that slot is empty) and adds that token's share of the
-    patch's pixels to the scratch."""
+    """One gather head: each token reads the token in slot ``(slot_y, slot_x)`` of the proxy
+    patch it will hold (the class token where that slot is empty, or where the token holds the
+    class token) and adds that token's share of the patch's pixels to the scratch."""
     plan = stream.plan
     axis, proxy = plan.axis, plan.proxy
     proxy_grid = proxy.img_size // proxy.patch_size
