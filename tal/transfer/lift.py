@@ -20,12 +20,11 @@ residual outputs are zero) keeps the target's own prediction, the ``initial`` st
 Where the target cuts its images into a finer patch grid than the proxy's
 (``vit_small_patch16_224``: 14 x 14 against the ``cpu`` proxy's 4 x 4), resizing the kernel and
 resampling the positions leaves every token a sliver of what a proxy token saw, and the lifted
-weights were at chance.
-There the target's first blocks become an **adapter** (:mod:`tal.transfer.regrid`) that rebuilds,
-from the fine grid, the lifted stream the proxy's patch embedding gives the image averaged to
-the proxy's size; the proxy's lifted blocks follow it (target block ``i`` takes the proxy's
-block ``i - adapter depth``). ViT-S/16 at 224 px went from 18% to 61% untrained on the tasks
-the ancestry learned (docs/lab/user_scale.md, section 9).
+weights were at chance. There the target's first blocks become an **adapter**
+(:mod:`tal.transfer.regrid`) that rebuilds, from the fine grid, the lifted stream the proxy's
+patch embedding gives the image averaged to the proxy's size; the proxy's lifted blocks follow
+it (target block ``i`` takes the proxy's block ``i - adapter depth``). ViT-S/16 at 224 px went
+from 18% to 61% untrained on the tasks the ancestry learned (docs/lab/user_scale.md, section 9).
 
 Last, the residual stream is scaled up by the width ratio (:func:`scale_residual_stream`),
 which leaves the function unchanged: every block reads the stream through a LayerNorm, and
@@ -70,8 +69,6 @@ from .regrid import plan_regrid, regrid_adapter
 
 STREAM_INPUTS = ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "pos_embed")
 """What writes the residual stream before the first block (beside the blocks' outputs)."""
-REGRID_INPUTS = ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "pos_embed")
-"""What an adapter (:mod:`tal.transfer.regrid`) reads of the proxy."""
 MATRIX_AXES = 2
 
 
@@ -233,7 +230,7 @@ def lift_into(
     adapted: set[str] = set()
     if regrid is not None:
         pieces_of = {slot.name: pieces for slot, pieces in plan.pieces}
-        inputs = _dense(proxy_state, REGRID_INPUTS)
+        inputs = _dense(proxy_state, STREAM_INPUTS)  # what the adapter reads of the proxy
         for name, tensor in regrid_adapter(regrid, inputs, gain):
             _write_pieces(tensor, pieces_of[name], outputs)
             adapted.add(name)
@@ -277,8 +274,10 @@ def proxy_block_name(name: str, offset: int) -> str | None:
 
 def lifted_matrices(proxy: ViTSpec, target: ViTSpec) -> frozenset[str]:
     """The target's block matrices (timm names) that :func:`lift_into` writes whole, whatever
-    the prediction held: every matrix of the blocks the proxy has, and the residual output
-    projections (zeroed) of those past its depth. Their prediction can be skipped."""
+    the prediction held: every matrix of the blocks the proxy has, the residual output
+    projections (zeroed) of those past its depth, and what an adapter writes in the blocks
+    before them (:meth:`tal.transfer.regrid.RegridPlan.written`). Their prediction can be
+    skipped."""
     matrices = ("attn.qkv", *IDENTITY_BLOCK_OUTPUTS, "mlp.fc1")
     regrid = plan_regrid(proxy, target)
     offset = regrid.depth if regrid else 0
