@@ -315,7 +315,7 @@ def _dense(
 def _write_pieces(
     tensor: torch.Tensor, pieces: tuple[ExportPiece, ...], outputs: Mapping[str, torch.Tensor]
 ) -> None:
-    """A whole timm tensor written into its output pieces, as :func:`_lift_dense` does."""
+    """A whole tensor (timm's shape, or its pieces' stacked) written into its output pieces."""
     parts = [outputs[piece.name] for piece in pieces]
     rows = sum(part.shape[0] for part in parts)
     whole = tensor.reshape(rows, *parts[0].shape[1:])
@@ -371,8 +371,7 @@ def _lift_dense(
     if aligned is None:
         return
     lifted = map_width(aligned, current, role_of(name), dct_width) * scale
-    for piece, part in zip(pieces, parts, strict=True):
-        part.copy_(lifted[piece.row_start : piece.row_stop].reshape(piece.stored_shape))
+    _write_pieces(lifted, pieces, outputs)
 
 
 def _scale_pieces(

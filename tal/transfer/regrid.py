@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -74,6 +75,7 @@ SUBCELL_CHOICES = (4, 2, 1)
 """Sub-cells per patch side tried, finest first; the finest that fits the target is used."""
 GATING_BLOCKS = 1
 FINAL_BLOCKS = 1
+PLAN_CACHE_SIZE = 64
 DTYPE = torch.float32
 """The adapter's tensors are built in the blob's working precision: float64 would double the
 memory traffic of its large, mostly zero matrices for no measurable gain (the stream matches
@@ -180,6 +182,21 @@ class RegridPlan:
         return self.subcells**2 * self.proxy.in_chans
 
     @property
+    def grid(self) -> int:
+        """Target patches per side."""
+        return self.target.img_size // self.target.patch_size
+
+    @property
+    def proxy_grid(self) -> int:
+        """Proxy patches per side."""
+        return self.proxy.img_size // self.proxy.patch_size
+
+    @property
+    def member_dims(self) -> int:
+        """Membership codes per axis: a slot of each proxy patch."""
+        return self.proxy_grid * self.axis.slots
+
+    @property
     def erasing_block(self) -> int:
         """The last gather block, whose MLP erases the content."""
         return GATING_BLOCKS + self.gather_blocks - 1
@@ -272,11 +289,13 @@ CODES += ("member_x", "member_y")
 MLP, the scratch as the last block reads it)."""
 
 
+@lru_cache(maxsize=PLAN_CACHE_SIZE)
 def plan_regrid(proxy: ViTSpec, target: ViTSpec) -> RegridPlan | None:
     """How ``target`` holds an adapter for ``proxy``, with the finest sub-cells that fit; None
     where it cannot (no class token, a patch grid no finer than the proxy's, a target narrower
     than the features it needs, too few heads per block or blocks, channels the patch kernel
-    cannot map)."""
+    cannot map). Cached: a request asks for it to skip the decode, to lift and to label the
+    blob (the plan is read, never changed)."""
     grid = target.img_size // target.patch_size
     proxy_grid = proxy.img_size // proxy.patch_size
     if not (target.class_token and proxy.class_token) or grid <= proxy_grid:
@@ -400,6 +419,8 @@ def regrid_adapter(
         "mlp.fc2.bias": (width,),
     }
     slot_pairs = [(a, b) for a in range(plan.axis.slots) for b in range(plan.axis.slots)]
+    heads = target.num_heads
+    zero_mlps = plan.zero_mlps()
     for block in range(plan.depth):
         out = {
             f"blocks.{block}.{name}": torch.zeros(shape, dtype=DTYPE)
@@ -407,14 +428,13 @@ def regrid_adapter(
         }
         for norm in ("norm1", "norm2"):
             out[f"blocks.{block}.{norm}.weight"] = torch.ones(width, dtype=DTYPE)
-        if f"blocks.{block}.mlp.fc2.weight" not in plan.zero_mlps():
+        if f"blocks.{block}.mlp.fc2.weight" not in zero_mlps:
             out[f"blocks.{block}.mlp.fc2.weight"] = torch.zeros(width, hidden, dtype=DTYPE)
         if block < GATING_BLOCKS:
             _gating_mlp(stream, out)
-        for index, (slot_y, slot_x) in enumerate(slot_pairs):
-            if GATING_BLOCKS + index // target.num_heads == block:
-                head = _Head(out, block, index % target.num_heads, target)
-                _gather_head(stream, head, slot_x, slot_y)
+        first = (block - GATING_BLOCKS) * heads  # this block's gather heads (none: empty)
+        for head, (slot_y, slot_x) in enumerate(slot_pairs[max(first, 0) : first + heads]):
+            _gather_head(stream, _Head.of(out, block, head, target), slot_x, slot_y)
         if block == plan.erasing_block:
             _erasing_mlp(stream, out)
         if block == plan.depth - 1:
@@ -456,8 +476,7 @@ def _codes(stream: _Stream) -> torch.Tensor:
     ``CODE_SCALE``, each token's norm made the same by the ``norm`` feature."""
     plan = stream.plan
     axis, width = plan.axis, plan.target.embed_dim
-    grid = plan.target.img_size // plan.target.patch_size
-    proxy_grid = plan.proxy.img_size // plan.proxy.patch_size
+    grid, proxy_grid = plan.grid, plan.proxy_grid
     roles = token_roles(axis, proxy_grid)
     rows: list[list[torch.Tensor]] = [[stream.direction("cls")]]
     for iy in range(grid):
@@ -499,18 +518,17 @@ class _Head:
     v: torch.Tensor
     proj: torch.Tensor
 
-    def __init__(self, out: dict[str, torch.Tensor], block: int, head: int, target: ViTSpec):
+    @classmethod
+    def of(cls, out: dict[str, torch.Tensor], block: int, head: int, target: ViTSpec) -> _Head:
         width = target.embed_dim
         head_dim = width // target.num_heads
         qkv = out[f"blocks.{block}.attn.qkv.weight"]
-        rows = [
-            slice(p * width + head * head_dim, p * width + (head + 1) * head_dim) for p in range(3)
-        ]
-        object.__setattr__(self, "q", qkv[rows[0]])
-        object.__setattr__(self, "k", qkv[rows[1]])
-        object.__setattr__(self, "v", qkv[rows[2]])
+        q, k, v = (
+            qkv[part * width + head * head_dim : part * width + (head + 1) * head_dim]
+            for part in range(3)
+        )
         proj = out[f"blocks.{block}.attn.proj.weight"]
-        object.__setattr__(self, "proj", proj[:, head * head_dim : (head + 1) * head_dim])
+        return cls(q, k, v, proj[:, head * head_dim : (head + 1) * head_dim])
 
     @property
     def dim(self) -> int:
@@ -569,11 +587,10 @@ def _gather_head(stream: _Stream, head: _Head, slot_x: int, slot_y: int) -> None
     class token) and adds that token's share of the patch's pixels to the scratch."""
     plan = stream.plan
     axis, proxy = plan.axis, plan.proxy
-    proxy_grid = proxy.img_size // proxy.patch_size
     score = 2 * HARD_LOGIT * math.sqrt(head.dim)  # both axes match: 2; next best: 1.5
     code = stream.code_reader
-    members = proxy_grid * axis.slots  # q and k: x memberships, y memberships, class token
-    for j in range(proxy_grid):
+    members = plan.member_dims  # q and k: x memberships, y memberships, class token
+    for j in range(plan.proxy_grid):
         head.q[j * axis.slots + slot_x] += score * code * stream.direction("patch_x", j)
         head.q[members + j * axis.slots + slot_y] += score * code * stream.direction("patch_y", j)
     head.q[2 * members] += CLS_FALLBACK * score * code * stream.direction("unit")
@@ -607,8 +624,7 @@ def _gather_head(stream: _Stream, head: _Head, slot_x: int, slot_y: int) -> None
 def _self_attention(stream: _Stream, head: _Head) -> None:
     """``head`` reads each token itself: its memberships (or the class token's code) match its
     own alone."""
-    plan = stream.plan
-    members = (plan.proxy.img_size // plan.proxy.patch_size) * plan.axis.slots
+    members = stream.plan.member_dims
     score = HARD_LOGIT * math.sqrt(head.dim)  # itself: both axes; next best: one
     code = stream.code_reader
     for part, name in ((0, "member_x"), (members, "member_y")):
@@ -641,7 +657,7 @@ def _final_block(
     chunks = [reads[i : i + head_dim] for i in range(0, len(reads), head_dim)]
     chunks += [codes[i : i + head_dim] for i in range(0, len(codes), head_dim)]
     for index, chunk in enumerate(chunks):
-        head = _Head(out, block, index, target)
+        head = _Head.of(out, block, index, target)
         _self_attention(stream, head)
         for row, (name, feature) in enumerate(chunk):
             direction = stream.direction(name, feature)
