@@ -9,12 +9,12 @@ the test accuracy after each epoch.
 
 Initialisations: ``random`` (timm), ``weight_selection`` and ``dct`` (transfers of the
 ancestry), ``tal`` (what the service serves: predicted at the proxy, lifted, the residual
-stream scaled by the width ratio), ``tal-no-gain`` (the same lift without the stream gain),
-and with ``--stream-gains`` the lift with other gains (``tal-gain-K``). ``--few-shot`` trains on
-the task's 300 balanced support images with every head fitted to them (shrinkage LDA), as a
-task registered over the API is served. ``--layer-decays`` and ``--head-only-epochs`` try
-layer-wise learning-rate decay and linear probing first (``FinetuneRecipe``); ``--epochs``
-counts the epochs after the probing ones.
+stream scaled by ``tal.transfer.lift.stream_gain``), ``tal-no-gain`` (the same lift without
+the stream gain), and with ``--stream-gains`` the lift with other gains (``tal-gain-K``).
+``--few-shot`` trains on the task's 300 balanced support images with every head fitted to them
+(shrinkage LDA), as a task registered over the API is served. ``--layer-decays`` and
+``--head-only-epochs`` try layer-wise learning-rate decay and linear probing first
+(``FinetuneRecipe``); ``--epochs`` counts the epochs after the probing ones.
 
     PYTHONPATH=$PWD python experiments/why_finetuning_collapses_at_user_scale.py \
         --task fashion_mnist --few-shot --lr 5e-4 1e-4
@@ -40,7 +40,8 @@ from tal.evaluation.user_scale import (
 from tal.heads.discriminant import fit_discriminant_head
 from tal.heads.support import task_support
 from tal.tasks import list_tasks, load_task
-from tal.transfer.lift import scale_residual_stream
+from tal.transfer.lift import scale_residual_stream, stream_gain
+from tal.transfer.tile import tiles
 
 NO_GAIN = "tal-no-gain"
 INITS = ("random", "weight_selection", "dct", TAL, NO_GAIN)
@@ -51,7 +52,10 @@ def initial_model(scale: UserScale, init: str, spec, task: str, seed: int) -> to
     """``init``'s model; ``tal-no-gain`` and ``tal-gain-K`` rescale the served stream gain."""
     model = scale.model(TAL if init.startswith("tal") else init, spec, task, seed)
     if init.startswith("tal-"):
-        served = spec.embed_dim / scale.learngene.proxy(spec).embed_dim
+        proxy = scale.learngene.proxy(spec)
+        embedding = scale.embedding(task)
+        proxy_state = scale.learngene.hypernet(proxy, embedding, "timm", torch.float32)
+        served = stream_gain(proxy, proxy_state, spec, tiles(proxy, spec))
         gain = 1.0 if init == NO_GAIN else float(init.removeprefix("tal-gain-"))
         model.load_state_dict(scale_residual_stream(dict(model.state_dict()), gain / served))
     return model

@@ -9,10 +9,13 @@ it the decoder extrapolates, and its weights were measured at chance (a ViT-S-wi
 So for a target outside the range the learngene predicts its **proxy**, the target projected
 into the range (:meth:`TrainedRange.proxy`: depth and width clamped to the library's rules, the
 head width kept as near the target's as the range allows, the nearest trained input format), and
-the proxy's weights are **lifted** to the target by the FRONT-style DCT transfer
-(:mod:`tal.transfer.dct_transfer`): every width axis keeps its low frequencies, the proxy's
-blocks come first and the blocks past its depth start as identity maps, the patch kernel is
-spread over the channels by luma and resized by pseudo-inverse, the position grid is
+the proxy's weights are **lifted** to the target: where the target's widths are whole
+multiples of the proxy's with heads as wide (ViT-S and ViT-B from the ``cpu`` library's width
+192) every width axis is tiled, which carries the proxy's function over exactly
+(:mod:`tal.transfer.tile`); otherwise by the FRONT-style DCT transfer
+(:mod:`tal.transfer.dct_transfer`), every width axis keeping its low frequencies. Either way the
+proxy's blocks come first and the blocks past its depth start as identity maps, the patch
+kernel is spread over the channels by luma and resized by pseudo-inverse, the position grid is
 resampled. The head is the proxy's predicted head (same classes), brought to the target's
 width. What has no source in the proxy (the inner weights of the blocks past its depth, whose
 residual outputs are zero) keeps the target's own prediction, the ``initial`` state.
@@ -26,12 +29,15 @@ patch embedding gives the image averaged to the proxy's size; the proxy's lifted
 it (target block ``i`` takes the proxy's block ``i - adapter depth``). ViT-S/16 at 224 px went
 from 18% to 61% untrained on the tasks the ancestry learned (docs/lab/user_scale.md, section 9).
 
-Last, the residual stream is scaled up by the width ratio (:func:`scale_residual_stream`),
-which leaves the function unchanged: every block reads the stream through a LayerNorm, and
-the final norm precedes the head. Adam moves every weight by about the learning rate whatever
-its scale, so a branch writing into a stream ``r`` times wider changes it more per step; at a
-ViT-S-width model lifted from width 192, fine-tuning on 300 images at lr 5e-4 fell from 78% to
-56% without the gain and to 69% with it (docs/lab/user_scale.md).
+Last, the residual stream is scaled up (:func:`scale_residual_stream`), which leaves the
+function unchanged: every block reads the stream through a LayerNorm, and the final norm
+precedes the head. Adam moves every weight by about the learning rate whatever its scale, so
+small weights that write the stream are rewritten by the first steps of a fine-tune. The gain
+(:func:`stream_gain`) is at least the width ratio (a branch writing into a stream ``r`` times
+wider changes it more per step: on 300 images at lr 5e-4 a lifted ViT-S-width model fell from
+78% to 56% without it and to 69% with it) and brings the blocks' output projections, which the
+hypernetwork predicts about ten times smaller than timm initialises them, to timm's scale
+(docs/lab/user_scale.md, sections 2 and 10).
 
 Serving (:func:`lift_into`) does this in place: the target is decoded into its output buffer
 without the block matrices the lift overwrites (:func:`lifted_matrices`), the proxy's matrices
@@ -53,11 +59,10 @@ from tal.arch.libraries import PRESETS, InputFormat, LibraryPreset
 from tal.arch.specs import ViTSpec
 from tal.hypernet.decoder import LowRankMatrix
 
-from .dct_transfer import dct_width, dct_width_factors
+from .dct_transfer import dct_width, dct_width_factors, factored_rms
 from .layout import (
     BLOCK_NAME,
     IDENTITY_BLOCK_OUTPUTS,
-    TensorRole,
     aligned_source,
     check_state,
     is_identity_output,
@@ -66,10 +71,14 @@ from .layout import (
     source_name,
 )
 from .regrid import plan_regrid, regrid_adapter
+from .tile import noise_seed, tile_factors, tile_tensor, tiles
 
 STREAM_INPUTS = ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "pos_embed")
 """What writes the residual stream before the first block (beside the blocks' outputs)."""
 MATRIX_AXES = 2
+WRITER_RMS = 0.02
+"""What the lift brings the blocks' output projections to (:func:`stream_gain`): the standard
+deviation timm initialises a ViT's weights with."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +190,7 @@ def lift(
     target: ViTSpec,
     initial: Mapping[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
-    """The target's timm state dict lifted from the proxy's by the DCT transfer.
+    """The target's timm state dict lifted from the proxy's (tiled or by the DCT transfer).
 
     Args:
         proxy: the spec ``proxy_state`` (timm names) was predicted for; same ``num_classes``
@@ -191,7 +200,7 @@ def lift(
 
     Returns:
         float tensors named and shaped as the target's timm ``state_dict`` (``initial``'s
-        dtype), the residual stream scaled by ``max(1, target width / proxy width)``.
+        dtype), the residual stream scaled by :func:`stream_gain`.
     """
     check_state(target, initial, "initial")
     lifted = {name: tensor.detach().clone() for name, tensor in initial.items()}
@@ -212,7 +221,8 @@ def lift_into(
     dtype; e.g. views of a blob's payload): each tensor with a source in the proxy is
     overwritten by the proxy's, lifted (:func:`lift`), and the rest keep the prediction. A
     proxy matrix given as a :class:`LowRankMatrix` (the decoder's factors) is lifted factor by
-    factor (:func:`tal.transfer.dct_transfer.dct_width_factors`) and its product written
+    factor (:func:`tal.transfer.tile.tile_factors`, or
+    :func:`tal.transfer.dct_transfer.dct_width_factors`) and its product written
     straight into its output, so a lift copies no weights and costs little more than
     composing them.
     """
@@ -224,7 +234,8 @@ def lift_into(
         raise ValueError("outputs must hold exactly the tensors of the target's export plan")
     proxy_state = _stored_shapes(proxy, proxy_state)
     check_state(proxy, proxy_state)
-    gain = max(1.0, target.embed_dim / proxy.embed_dim)
+    exact = tiles(proxy, target)
+    gain = stream_gain(proxy, proxy_state, target, exact)
     head_rows = (0, target.num_classes) if target.num_classes else None
     regrid = plan_regrid(proxy, target)
     adapted: set[str] = set()
@@ -256,9 +267,9 @@ def lift_into(
         if source is None:
             _scale_pieces(outputs, pieces, scale)
         elif isinstance(source, LowRankMatrix) and (role.qkv or len(role.axes) == MATRIX_AXES):
-            _lift_factors(source, slot, pieces, role, head_rows, scale, outputs)
+            _lift_factors(source, slot, name, exact, pieces, head_rows, scale, outputs)
         else:
-            _lift_dense(source, proxy, target, name, pieces, head_rows, scale, outputs)
+            _lift_dense(source, proxy, target, name, exact, pieces, head_rows, scale, outputs)
 
 
 def proxy_block_name(name: str, offset: int) -> str | None:
@@ -326,13 +337,16 @@ def _write_pieces(
 def _lift_factors(
     source: LowRankMatrix,
     slot: ParamSlot,
+    name: str,
+    exact: bool,
     pieces: tuple[ExportPiece, ...],
-    role: TensorRole,
     head_rows: tuple[int, int] | None,
     scale: float,
     outputs: Mapping[str, torch.Tensor],
 ) -> None:
-    """A matrix lifted from its factors, its product composed into its output pieces."""
+    """A matrix lifted from its factors (tiled when ``exact``, :mod:`tal.transfer.tile`, else
+    resized by the DCT), its product composed into its output pieces; ``name`` is the proxy's
+    view of the parameter."""
     left, right = source.left, source.right
     if slot.name.startswith("head."):
         if head_rows is None:
@@ -340,7 +354,11 @@ def _lift_factors(
         left = left[head_rows[0] : head_rows[1]]
     if slot.transposed:
         raise ValueError(f"{slot.name}: a ViT slot is never stored transposed")
-    left, right = dct_width_factors(left, right, (slot.rows, slot.cols), role)
+    role = role_of(name)
+    if exact:
+        left, right = tile_factors(left, right, (slot.rows, slot.cols), role, noise_seed(name))
+    else:
+        left, right = dct_width_factors(left, right, (slot.rows, slot.cols), role)
     left = left * scale
     for piece in pieces:
         view = outputs[piece.name]
@@ -357,12 +375,14 @@ def _lift_dense(
     proxy: ViTSpec,
     target: ViTSpec,
     name: str,
+    exact: bool,
     pieces: tuple[ExportPiece, ...],
     head_rows: tuple[int, int] | None,
     scale: float,
     outputs: Mapping[str, torch.Tensor],
 ) -> None:
-    """A tensor lifted whole (vectors, the patch kernel, embeddings) into its output pieces."""
+    """A tensor lifted whole (vectors, the patch kernel, embeddings; a matrix given dense) into
+    its output pieces, as :func:`_lift_factors` lifts it."""
     parts = [outputs[piece.name] for piece in pieces]
     current = (parts[0] if len(parts) == 1 else torch.cat(parts)).float()
     dense = source.dense() if isinstance(source, LowRankMatrix) else source
@@ -370,8 +390,17 @@ def _lift_dense(
     aligned = aligned_source(name, dense, proxy, target, current, head_rows)
     if aligned is None:
         return
-    lifted = map_width(aligned, current, role_of(name), dct_width) * scale
-    _write_pieces(lifted, pieces, outputs)
+    role = role_of(name)
+    if not exact:
+        lifted = map_width(aligned, current, role, dct_width)
+    elif role.fan_in_dim is None:
+        lifted = tile_tensor(aligned, tuple(current.shape), role)
+    else:
+        matrix = aligned.reshape(aligned.shape[0], -1)
+        identity = torch.eye(matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
+        left, right = tile_factors(matrix, identity, tuple(current.shape), role, noise_seed(name))
+        lifted = left @ right
+    _write_pieces(lifted * scale, pieces, outputs)
 
 
 def _scale_pieces(
@@ -380,6 +409,42 @@ def _scale_pieces(
     if scale != 1.0:
         for piece in pieces:
             outputs[piece.name].mul_(scale)
+
+
+def stream_gain(
+    proxy: ViTSpec,
+    proxy_state: Mapping[str, torch.Tensor | LowRankMatrix],
+    target: ViTSpec,
+    exact: bool,
+) -> float:
+    """The factor the lift multiplies the residual stream by (:func:`scale_residual_stream`):
+    at least the width ratio, and enough to bring the blocks' output projections (``attn.proj``
+    and ``mlp.fc2``, lifted: tiled when ``exact``, else by the DCT) to an RMS of
+    :data:`WRITER_RMS`.
+
+    Adam moves each weight by about the learning rate whatever its size. The hypernetwork
+    predicts output projections far smaller than a trained or a timm-initialised ViT's (RMS
+    0.002-0.008 against 0.02), so the first steps of a fine-tune rewrote them; scaled up with
+    everything else that writes the stream, the function is the same and a step is as small
+    beside them as on a timm init (docs/lab/user_scale.md, section 10).
+    """
+    ratio = max(1.0, target.embed_dim / proxy.embed_dim)
+    squares, count = 0.0, 0
+    for index in range(proxy.depth):
+        for output in IDENTITY_BLOCK_OUTPUTS:
+            weight = proxy_state[f"blocks.{index}.{output}.weight"]
+            rows, cols = weight.shape
+            rms = (
+                factored_rms(weight.left, weight.right)
+                if isinstance(weight, LowRankMatrix)
+                else float(weight.float().pow(2).mean().sqrt())
+            )
+            fan_in = (target.mlp_hidden_dim if output == "mlp.fc2" else target.embed_dim) / cols
+            rms /= max(fan_in, 1.0) if exact else math.sqrt(fan_in)
+            squares += rms * rms * rows * cols
+            count += rows * cols
+    lifted = math.sqrt(squares / count) if count else 0.0
+    return max(ratio, WRITER_RMS / lifted) if lifted > 0.0 else ratio
 
 
 def writes_residual_stream(name: str) -> bool:

@@ -55,6 +55,7 @@ from tal.arch.specs import ViTSpec
 
 from .dct_transfer import dct_matrix, dct_resize_matrix
 from .layout import GREY, convert_kernel_channels
+from .tile import tile_matrix, tiles
 
 CODE_SCALE = 100.0
 """Scale of the codes in the residual stream while the adapter runs, the content's being about
@@ -334,12 +335,15 @@ def plan_regrid(proxy: ViTSpec, target: ViTSpec) -> RegridPlan | None:
     return None
 
 
-def stream_map(proxy_width: int, target_width: int, gain: float) -> torch.Tensor:
-    """``(target_width, proxy_width)`` float64: how the lift writes a proxy stream vector into
-    the target's (the DCT resize with the RMS kept, times the stream gain; an isometry up to
-    those factors when the target is wider)."""
-    resize = dct_resize_matrix(proxy_width, target_width)
-    return resize * (gain * math.sqrt(target_width / proxy_width))
+def stream_map(proxy: ViTSpec, target: ViTSpec, gain: float) -> torch.Tensor:
+    """``(target width, proxy width)`` float64: how the lift writes a proxy stream vector into
+    the target's, times the stream gain: tiled where the lift tiles (:mod:`tal.transfer.tile`),
+    else the DCT resize with the RMS kept (an isometry up to those factors when the target is
+    wider)."""
+    if tiles(proxy, target):
+        return tile_matrix(proxy.embed_dim, target.embed_dim, torch.float64) * gain
+    resize = dct_resize_matrix(proxy.embed_dim, target.embed_dim)
+    return resize * (gain * math.sqrt(target.embed_dim / proxy.embed_dim))
 
 
 @dataclass(frozen=True)
@@ -438,7 +442,7 @@ def regrid_adapter(
         if block == plan.erasing_block:
             _erasing_mlp(stream, out)
         if block == plan.depth - 1:
-            lifted = stream_map(plan.proxy.embed_dim, width, gain)
+            lifted = stream_map(plan.proxy, plan.target, gain)
             _final_block(stream, out, proxy_state, lifted)
         while out:  # each tensor let go once written
             yield out.popitem()

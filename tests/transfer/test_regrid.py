@@ -14,6 +14,7 @@ from tal.predict import ADAPTER_METADATA_KEY, predict_blob
 from tal.transfer.layout import target_initial_state
 from tal.transfer.lift import TrainedRange, lift, lifted_matrices
 from tal.transfer.regrid import axis_map, plan_regrid
+from tal.transfer.tile import tiles
 
 CPU_RANGE = TrainedRange.of_library(PRESETS["cpu"])
 VIT_SMALL_224 = ViTSpec(depth=12, embed_dim=384, num_heads=6, num_classes=10)
@@ -52,20 +53,29 @@ def test_only_finer_grids_with_room_get_an_adapter() -> None:
     assert plan_regrid(CPU_RANGE.proxy(shallow), shallow) is None  # 5 + the proxy's 6 blocks
 
 
-def test_the_adapted_target_computes_the_lifted_proxy_on_the_averaged_image() -> None:
+@pytest.mark.parametrize("heads", [6, 12])  # heads of 64 (DCT width map); of 32 (tiled)
+def test_the_adapted_target_computes_the_lifted_proxy_on_the_averaged_image(heads: int) -> None:
     """A 32-px target with 4-px patches (an 8 x 8 grid) lifted from a proxy with a 2 x 2 grid
     equals the same lift at the proxy's own grid fed the image averaged down to 8 px: each
     proxy patch is 4 x 4 target tokens (equal counts, so attention is unchanged) and a 1-px
-    sub-cell is exact."""
+    sub-cell is exact. With heads as wide as the proxy's the lift tiles the widths
+    (``tal.transfer.tile``) and the adapter writes the tiled stream."""
     proxy = ViTSpec(
         depth=1, embed_dim=64, num_heads=2, patch_size=4, img_size=8, in_chans=1, num_classes=3
     )
     fine = ViTSpec(
-        depth=7, embed_dim=384, num_heads=6, patch_size=4, img_size=32, in_chans=3, num_classes=3
+        depth=7,
+        embed_dim=384,
+        num_heads=heads,
+        patch_size=4,
+        img_size=32,
+        in_chans=3,
+        num_classes=3,
     )
     coarse = fine.model_copy(update={"img_size": 8})
     plan = plan_regrid(proxy, fine)
     assert plan is not None and plan.subcells == 4 and plan.depth + proxy.depth <= fine.depth
+    assert tiles(proxy, fine) is (heads == 12)
     proxy_state = target_initial_state(proxy, seed=1)
     fine_model, coarse_model = build_model(fine).eval(), build_model(coarse).eval()
     fine_model.load_state_dict(lift(proxy, proxy_state, fine, target_initial_state(fine, 2)))
