@@ -58,7 +58,7 @@ def _cmd_eval_user_scale(args: argparse.Namespace) -> int:
     from tal.evaluation.user_scale import (
         USER_SCALE_QUICK,
         UserScaleConfig,
-        remeasure_untrained,
+        remeasure,
         run_user_scale,
     )
     from tal.evaluation.user_scale_report import read_user_scale, write_user_scale_report
@@ -73,7 +73,8 @@ def _cmd_eval_user_scale(args: argparse.Namespace) -> int:
             results = read_user_scale(config.output_dir / "user_scale.json")
         elif args.remeasure:
             earlier = read_user_scale(config.output_dir / "user_scale.json")
-            results = remeasure_untrained(earlier, tuple(args.remeasure))
+            methods = tuple(args.remeasure_methods) if args.remeasure_methods else None
+            results = remeasure(earlier, tuple(args.remeasure), methods, args.remeasure_finetuned)
         else:
             results = run_user_scale(config, config.output_dir / "user_scale.partial.json")
     except (ConfigError, FileNotFoundError, ValueError) as exc:
@@ -189,7 +190,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="ARCH",
         default=None,
         help="with --user-scale: measure the untrained figures of these architectures again "
-        "into OUTPUT_DIR/user_scale.json (every method; the rest of the earlier run is kept)",
+        "into OUTPUT_DIR/user_scale.json (the rest of the earlier run is kept)",
+    )
+    evaluate.add_argument(
+        "--remeasure-methods",
+        nargs="+",
+        metavar="METHOD",
+        default=None,
+        help="with --remeasure: only these methods (default: every method of the earlier run)",
+    )
+    evaluate.add_argument(
+        "--remeasure-finetuned",
+        action="store_true",
+        help="with --remeasure: also fine-tune these methods again (the fine-tuned table and "
+        "the few-shot fine-tune, every seed)",
     )
     evaluate.add_argument("--quick", action="store_true", help="tiny budget (tests)")
     evaluate.add_argument("--fresh", action="store_true", help="discard earlier training state")

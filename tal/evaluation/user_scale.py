@@ -370,42 +370,92 @@ def run_user_scale(config: UserScaleConfig, partial: Path | None = None) -> dict
     return results
 
 
-def remeasure_untrained(results: dict[str, Any], architectures: tuple[str, ...]) -> dict[str, Any]:
-    """An earlier run's ``results`` with the untrained figures of ``architectures`` measured
-    again (its config, checkpoint and methods; this code): what a change that moves only those
-    figures needs, at a fraction of a whole run's time. Each method's largest change, in
-    points, is kept under ``remeasured`` with the time and machine, so a figure that should not
-    have moved (timm's init, the transfers) shows that it did not."""
+def remeasure(
+    results: dict[str, Any],
+    architectures: tuple[str, ...],
+    methods: tuple[str, ...] | None = None,
+    finetuned: bool = False,
+) -> dict[str, Any]:
+    """An earlier run's ``results`` with some figures measured again (its config and
+    checkpoint; this code): what a change that moves only those figures needs, at a fraction of
+    a whole run's time.
+
+    Args:
+        architectures: whose untrained figures to measure again.
+        methods: which methods (None: the run's own); the others keep their figures.
+        finetuned: also run the fine-tuned table and the few-shot fine-tune again for
+            ``methods`` (every seed).
+
+    Each method's largest change, in points (untrained; fine-tuned, final accuracy), is kept
+    under ``remeasured`` with the time and machine, so a figure that should not have moved
+    (timm's init, the transfers) shows that it did not.
+    """
     unknown = [arch for arch in architectures if arch not in results["untrained"]]
     if unknown:
         raise ValueError(
             f"{unknown} not in the earlier run; it measured {list(results['untrained'])}"
         )
     config = UserScaleConfig.model_validate(results["config"])
+    chosen = config.methods if methods is None else methods
+    strangers = sorted(set(chosen) - set(config.methods))
+    if strangers:
+        raise ValueError(f"methods {strangers} not in the earlier run; it ran {config.methods}")
+    config = config.model_copy(
+        update={
+            "methods": chosen,
+            "finetune_methods": tuple(m for m in config.finetune_methods if m in chosen),
+        }
+    )
     name, _, version = results["checkpoint"].partition("/")
     learngene = Learngene.load(name, version, device="cpu")
     scale = UserScale(learngene, config)
     started = time.perf_counter()
-    measured = measure_untrained(scale, _tasks(config), architectures)
     moved: dict[str, float] = {}
-    for arch, rows in measured.items():
+    for arch, rows in measure_untrained(scale, _tasks(config), architectures).items():
         for task, row in rows.items():
+            earlier = results["untrained"][arch].setdefault(task, {})
             for method, value in row.items():
-                earlier = results["untrained"][arch].get(task, {}).get(method)
-                if earlier is not None:
-                    change = 100 * abs(value - earlier)
+                if method in earlier:
+                    change = 100 * abs(value - earlier[method])
                     moved[method] = max(moved.get(method, 0.0), change)
-        results["untrained"][arch] = rows
+            earlier.update(row)
         results["proxies"][arch] = _proxy_json(learngene, ARCHITECTURES[arch])
+    entry = {"architectures": list(architectures), "methods": list(chosen)}
+    if finetuned:
+        entry["finetuned_largest_change_points"] = _merge_finetuned(
+            results["finetuned"], measure_finetuned(scale, _tasks(config))
+        )
     results.setdefault("remeasured", []).append(
-        {
-            "architectures": list(architectures),
+        entry
+        | {
             "seconds": time.perf_counter() - started,
             "environment": describe_environment(),
             "largest_change_points": moved,
         }
     )
     return results
+
+
+def _merge_finetuned(earlier: dict[str, Any], measured: dict[str, Any]) -> dict[str, float]:
+    """``measured``'s fine-tuned runs written over ``earlier``'s; the largest change of a
+    method's final accuracy (mean over seeds), in points."""
+    moved: dict[str, float] = {}
+
+    def merge(old: dict[str, Any], new: dict[str, Any]) -> None:
+        for method, runs in new.items():
+            if method in old:
+                before, after = (
+                    sum(run["test_accuracy"][-1] for run in r["runs"]) / len(r["runs"])
+                    for r in (old[method], runs)
+                )
+                moved[method] = max(moved.get(method, 0.0), 100 * abs(after - before))
+            old[method] = runs
+
+    for task, methods in measured["tasks"].items():
+        merge(earlier["tasks"].setdefault(task, {}), methods)
+    if "few_shot" in measured:
+        merge(earlier["few_shot"]["methods"], measured["few_shot"]["methods"])
+    return moved
 
 
 def _save(results: dict[str, Any], path: Path | None) -> None:

@@ -286,19 +286,30 @@ def _remeasured_lines(results: dict[str, Any]) -> list[str]:
     """A paragraph per later re-measurement (``tal eval --user-scale --remeasure``)."""
     lines = []
     for entry in results.get("remeasured", []):
-        changes = ", ".join(
-            f"{method} {points:.1f}" for method, points in entry["largest_change_points"].items()
-        )
+        changes = _points(entry["largest_change_points"])
         environment = entry["environment"]
+        methods = entry.get("methods")
+        which = f" of {', '.join(methods)}" if methods else ""
+        finetuned = entry.get("finetuned_largest_change_points")
+        also = (
+            f"; the fine-tuned table and the few-shot fine-tune{which} run again too (largest "
+            f"change of a final accuracy, points: {_points(finetuned)})"
+            if finetuned is not None
+            else ""
+        )
         lines += [
             "",
-            "Untrained figures at " + ", ".join(entry["architectures"]) + " measured again "
-            f"later with `tal eval --user-scale --remeasure` ({entry['seconds'] / 60:.0f} "
+            f"Untrained figures{which} at " + ", ".join(entry["architectures"]) + " measured "
+            f"again later with `tal eval --user-scale --remeasure` ({entry['seconds'] / 60:.0f} "
             f"minutes; {environment['cpu_model']}, CPU kernels {environment['cpu_kernels']}, "
             f"{environment['torch_threads']} torch threads); largest change per method, "
-            f"points: {changes}.",
+            f"points: {changes}{also}.",
         ]
     return lines
+
+
+def _points(changes: dict[str, float]) -> str:
+    return ", ".join(f"{method} {points:.1f}" for method, points in changes.items())
 
 
 def results_block(results: dict[str, Any]) -> str:

@@ -84,6 +84,30 @@ def test_user_scale_quick_measures_every_method_and_keeps_results_md(tmp_path):
     refused = _run("--remeasure", "vit_huge", "--output-dir", str(docs))
     assert refused.returncode == 2 and "not in the earlier run" in refused.stderr
 
+    # one method again, fine-tuned too: only its figures are run, and they reproduce
+    tal_again = _run(
+        "--remeasure",
+        VIT_S_WIDTH_64_RGB,
+        "--remeasure-methods",
+        "tal",
+        "--remeasure-finetuned",
+        "--output-dir",
+        str(docs),
+    )
+    assert tal_again.returncode == 0, tal_again.stderr[-3000:]
+    assert f"{VIT_S_WIDTH_64_RGB} glyphs_digits tal:" in tal_again.stdout
+    assert f"{VIT_S_WIDTH_64_RGB} glyphs_digits dct:" not in tal_again.stdout
+    remeasured = json.loads((docs / "user_scale.json").read_text())
+    entry = remeasured["remeasured"][-1]
+    assert entry["methods"] == ["tal"] and entry["largest_change_points"] == {"tal": 0.0}
+    assert entry["finetuned_largest_change_points"] == {"tal": 0.0}
+    assert remeasured["finetuned"] == results["finetuned"]
+    assert "fine-tune of tal run again too" in (docs / "user_scale.md").read_text()
+    stranger = _run(
+        "--remeasure", VIT_S_WIDTH_64_RGB, "--remeasure-methods", "ghn3", "--output-dir", str(docs)
+    )
+    assert stranger.returncode == 2 and "methods ['ghn3'] not in the earlier run" in stranger.stderr
+
 
 def test_unknown_architecture_or_task_is_refused(tmp_path):
     config = tmp_path / "bad.json"
