@@ -437,7 +437,7 @@ def stream_gain(
             rms = (
                 factored_rms(weight.left, weight.right)
                 if isinstance(weight, LowRankMatrix)
-                else float(weight.float().pow(2).mean().sqrt())
+                else float(weight.detach().float().pow(2).mean().sqrt())
             )
             fan_in = (target.mlp_hidden_dim if output == "mlp.fc2" else target.embed_dim) / cols
             rms /= max(fan_in, 1.0) if exact else math.sqrt(fan_in)
